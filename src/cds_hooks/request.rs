@@ -1,0 +1,217 @@
+//! The hook request, validated by hand so that every error message is Cardinal's own and never echoes
+//! request content (which may be patient data) back into logs or responses.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Why a request (or feedback) was refused. Messages name fields, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request body is not valid JSON (line {line}, column {column})")]
+    MalformedJson { line: usize, column: usize },
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    #[error("required field `{0}` is missing")]
+    MissingField(String),
+    #[error("field `{field}` must be {expected}")]
+    WrongType { field: String, expected: &'static str },
+    #[error("`fhirServer` is required when `fhirAuthorization` is sent")]
+    FhirServerRequired,
+    #[error("hook `{got}` does not match service `{service}`, which answers `{expected}`")]
+    HookMismatch {
+        service: String,
+        expected: String,
+        got: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RequestError {
+    pub fn from_json(err: &serde_json::Error) -> Self {
+        Self::MalformedJson {
+            line: err.line(),
+            column: err.column(),
+        }
+    }
+
+    pub fn wrong_type(field: impl Into<String>, expected: &'static str) -> Self {
+        Self::WrongType {
+            field: field.into(),
+            expected,
+        }
+    }
+}
+
+/// `fhirAuthorization`. The access token is a secret: `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FhirAuthorization {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    pub scope: String,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+}
+
+impl fmt::Debug for FhirAuthorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FhirAuthorization")
+            .field("access_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A CDS Hooks call, transport-free. Both the HTTP and the gRPC transport build one of these.
+#[derive(Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRequest {
+    pub hook: String,
+    pub hook_instance: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fhir_server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fhir_authorization: Option<FhirAuthorization>,
+    pub context: Map<String, Value>,
+    /// Prefetch key -> resource, Bundle, or `null` ("no such resource").
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub prefetch: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<Map<String, Value>>,
+}
+
+impl fmt::Debug for HookRequest {
+    // Only non-identifying fields: the context and prefetch are patient data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookRequest")
+            .field("hook", &self.hook)
+            .field("hook_instance", &self.hook_instance)
+            .field("prefetch_keys", &self.prefetch.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HookRequest {
+    /// Parses and validates the JSON body of `POST /cds-services/{id}`.
+    pub fn from_json_bytes(body: &[u8]) -> Result<Self, RequestError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::from_json(&e))?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, RequestError> {
+        let Value::Object(mut obj) = value else {
+            return Err(RequestError::NotAnObject);
+        };
+        let hook = take_string(&mut obj, "hook")?.ok_or_else(|| missing("hook"))?;
+        let hook_instance =
+            take_string(&mut obj, "hookInstance")?.ok_or_else(|| missing("hookInstance"))?;
+        if hook.is_empty() {
+            return Err(RequestError::Invalid("`hook` must not be empty".into()));
+        }
+        if hook_instance.is_empty() {
+            return Err(RequestError::Invalid("`hookInstance` must not be empty".into()));
+        }
+        let fhir_server = take_string(&mut obj, "fhirServer")?;
+        let fhir_authorization = match obj.remove("fhirAuthorization") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_authorization(v)?),
+        };
+        if fhir_authorization.is_some() && fhir_server.is_none() {
+            return Err(RequestError::FhirServerRequired);
+        }
+        let context = match obj.remove("context") {
+            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => return Err(missing("context")),
+            Some(_) => return Err(RequestError::wrong_type("context", "a JSON object")),
+        };
+        let prefetch = match obj.remove("prefetch") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(RequestError::wrong_type("prefetch", "a JSON object")),
+        };
+        for (key, value) in &prefetch {
+            if !(value.is_object() || value.is_null()) {
+                return Err(RequestError::wrong_type(
+                    format!("prefetch.{key}"),
+                    "a FHIR resource (JSON object) or null",
+                ));
+            }
+        }
+        let extension = match obj.remove("extension") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err(RequestError::wrong_type("extension", "a JSON object")),
+        };
+        Ok(Self {
+            hook,
+            hook_instance,
+            fhir_server,
+            fhir_authorization,
+            context,
+            prefetch,
+            extension,
+        })
+    }
+
+    /// A string field of the context, if present.
+    pub fn context_str(&self, field: &str) -> Option<&str> {
+        self.context.get(field).and_then(Value::as_str)
+    }
+}
+
+fn missing(field: &str) -> RequestError {
+    RequestError::MissingField(field.to_owned())
+}
+
+fn take_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<String>, RequestError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(RequestError::wrong_type(field, "a string")),
+    }
+}
+
+fn parse_authorization(value: Value) -> Result<FhirAuthorization, RequestError> {
+    let Value::Object(mut obj) = value else {
+        return Err(RequestError::wrong_type("fhirAuthorization", "a JSON object"));
+    };
+    let mut field = |name: &str| -> Result<String, RequestError> {
+        take_string(&mut obj, name)?.ok_or_else(|| missing(&format!("fhirAuthorization.{name}")))
+    };
+    let access_token = field("access_token")?;
+    let token_type = field("token_type")?;
+    let scope = field("scope")?;
+    let subject = field("subject")?;
+    let patient = take_string(&mut obj, "patient")?;
+    let expires_in = match obj.remove("expires_in") {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| RequestError::wrong_type("fhirAuthorization.expires_in", "an integer"))?,
+        None | Some(Value::Null) => return Err(missing("fhirAuthorization.expires_in")),
+        Some(_) => {
+            return Err(RequestError::wrong_type(
+                "fhirAuthorization.expires_in",
+                "an integer",
+            ));
+        }
+    };
+    if token_type != "Bearer" {
+        return Err(RequestError::Invalid(
+            "`fhirAuthorization.token_type` must be `Bearer`".into(),
+        ));
+    }
+    Ok(FhirAuthorization {
+        access_token,
+        token_type,
+        expires_in,
+        scope,
+        subject,
+        patient,
+    })
+}

@@ -1,0 +1,53 @@
+//! The response to a hook call.
+
+use serde::{Deserialize, Serialize};
+
+use super::card::{Action, Card};
+
+/// Why a rule produced no verdict (it was skipped; the other rules still ran).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostic {
+    pub rule_id: String,
+    /// `runtime`, `timeout`, `limit`, `invalid-card`, `terminology`, ...
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+/// Cardinal's additions to a response, under reverse-domain keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ResponseExtension {
+    #[serde(
+        rename = "org.cardinalcds.diagnostics",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub diagnostics: Vec<Diagnostic>,
+    #[serde(
+        rename = "org.cardinalcds.traceId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trace_id: Option<String>,
+}
+
+impl ResponseExtension {
+    pub fn is_empty(&self) -> bool {
+        self.diagnostics.is_empty() && self.trace_id.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookResponse {
+    /// Always present, `[]` meaning "no advice".
+    pub cards: Vec<Card>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub system_actions: Vec<Action>,
+    #[serde(default, skip_serializing_if = "ResponseExtension::is_empty")]
+    pub extension: ResponseExtension,
+}

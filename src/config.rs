@@ -1,0 +1,89 @@
+//! Configuration: built-in defaults, then a TOML file, then `CARDINAL_*` environment variables
+//! (nested keys with `__`, e.g. `CARDINAL_SANDBOX__RULE_TIMEOUT_MS=50`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::SandboxLimits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log pipelines.
+    Json,
+    /// Human-readable, for terminals.
+    Pretty,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the one port serving HTTP/JSON and gRPC.
+    pub listen: SocketAddr,
+    /// Directory holding the CDS services (one folder with a `service.toml` each).
+    pub rules_dir: PathBuf,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Whether callers may pin the evaluation time (header, gRPC field, request extension).
+    pub allow_evaluation_time_override: bool,
+    /// Hook calls evaluated at once; further calls wait their turn.
+    pub max_concurrent_evaluations: usize,
+    pub log_format: LogFormat,
+    /// Default log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
+    pub log_filter: String,
+    pub sandbox: SandboxLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            rules_dir: PathBuf::from("rules"),
+            max_body_bytes: 5 * 1024 * 1024,
+            allow_evaluation_time_override: true,
+            max_concurrent_evaluations: 64,
+            log_format: LogFormat::Pretty,
+            log_filter: "info".into(),
+            sandbox: SandboxLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // CARDINAL_CONFIG names the file itself; it is not a setting.
+        figment = figment.merge(Env::prefixed("CARDINAL_").ignore(&["config"]).split("__"));
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError("max_body_bytes must be positive".into()));
+        }
+        if self.max_concurrent_evaluations == 0 {
+            return Err(ConfigError("max_concurrent_evaluations must be positive".into()));
+        }
+        if self.sandbox.rule_timeout_ms == 0 || self.sandbox.max_operations == 0 {
+            return Err(ConfigError("sandbox limits must be positive".into()));
+        }
+        Ok(())
+    }
+}

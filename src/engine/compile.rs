@@ -1,0 +1,112 @@
+//! Compiling rule files once, at start-up, with precise locations for every error.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rhai::{AST, Engine, Scope};
+
+/// Variables every rule can read; declared at compile time so that `set_strict_variables` catches
+/// misspelt names before the service starts.
+pub(crate) const RULE_VARIABLES: &[&str] = &["patient", "context", "hook", "service"];
+
+/// A rule file to compile, with the shared library code of its pack (function definitions and
+/// constants, prepended at run time).
+#[derive(Clone)]
+pub struct RuleSource {
+    pub id: String,
+    pub version: String,
+    pub path: PathBuf,
+    pub source: String,
+    pub library: Option<Arc<AST>>,
+}
+
+/// A rule ready to run. Immutable; shared by every request.
+#[derive(Clone)]
+pub struct CompiledRule {
+    pub id: String,
+    pub version: String,
+    pub path: PathBuf,
+    pub(crate) ast: Arc<AST>,
+}
+
+impl fmt::Debug for CompiledRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledRule")
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rule or manifest that cannot be loaded: `path:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+fn declared_scope() -> Scope<'static> {
+    let mut scope = Scope::new();
+    // Plain variables, not constants: constants would be folded into the AST by the optimiser.
+    for name in RULE_VARIABLES {
+        scope.push(*name, ());
+    }
+    scope
+}
+
+fn parse_error(path: &PathBuf, err: &rhai::ParseError) -> CompileError {
+    CompileError {
+        path: path.clone(),
+        line: err.position().line(),
+        column: err.position().position(),
+        message: err.err_type().to_string(),
+    }
+}
+
+/// Compiles a library file (shared functions and constants of a rule pack).
+pub(crate) fn compile_library(engine: &Engine, path: &PathBuf, source: &str) -> Result<AST, CompileError> {
+    engine
+        .compile_with_scope(&declared_scope(), source)
+        .map_err(|e| parse_error(path, &e))
+}
+
+pub(crate) fn compile(engine: &Engine, source: &RuleSource) -> Result<CompiledRule, Vec<CompileError>> {
+    let scope = declared_scope();
+    let ast = match &source.library {
+        // Compiled together so the rule may call the library's functions and read its constants.
+        Some(library) => {
+            let rule_ast = engine
+                .compile_with_scope(&scope, &source.source)
+                .map_err(|e| vec![parse_error(&source.path, &e)])?;
+            library.merge(&rule_ast)
+        }
+        None => engine
+            .compile_with_scope(&scope, &source.source)
+            .map_err(|e| vec![parse_error(&source.path, &e)])?,
+    };
+    Ok(CompiledRule {
+        id: source.id.clone(),
+        version: source.version.clone(),
+        path: source.path.clone(),
+        ast: Arc::new(ast),
+    })
+}

@@ -1,0 +1,58 @@
+//! The rule engine: sandboxed Rhai, rules compiled once, run per request against a read-only patient
+//! context. A rule that fails, loops or exceeds a limit yields an error outcome; it never takes the
+//! call or the other rules down.
+
+mod api;
+mod compile;
+mod outcome;
+mod run;
+mod run_state;
+mod sandbox;
+
+pub use compile::{CompileError, CompiledRule, RuleSource};
+
+use std::path::PathBuf;
+pub use outcome::{ConditionCheck, RuleError, RuleErrorKind, RuleOutcome, Verdict};
+pub use run::RuleInput;
+pub use sandbox::SandboxLimits;
+
+use std::sync::Arc;
+
+/// A configured Rhai engine plus everything rules may call. Shared by all requests.
+#[derive(Clone)]
+pub struct RuleEngine {
+    engine: Arc<rhai::Engine>,
+    limits: SandboxLimits,
+}
+
+impl RuleEngine {
+    pub fn new(limits: SandboxLimits) -> Self {
+        let mut engine = sandbox::build(&limits);
+        api::register(&mut engine);
+        Self {
+            engine: Arc::new(engine),
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// Compiles one rule file (plus the shared library files it includes).
+    pub fn compile(&self, source: &RuleSource) -> Result<CompiledRule, Vec<CompileError>> {
+        compile::compile(&self.engine, source)
+    }
+
+    /// Runs one rule. Never panics, never returns early for another rule's sake.
+    pub fn run(&self, rule: &CompiledRule, input: &RuleInput) -> RuleOutcome {
+        run::run(&self.engine, &self.limits, rule, input)
+    }
+}
+
+impl RuleEngine {
+    /// Compiles a pack's shared library file once, for its rules to include.
+    pub fn compile_library(&self, path: &PathBuf, source: &str) -> Result<Arc<rhai::AST>, CompileError> {
+        compile::compile_library(&self.engine, path, source).map(Arc::new)
+    }
+}

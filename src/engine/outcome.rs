@@ -1,0 +1,85 @@
+//! What one rule run produced.
+
+use std::time::Duration;
+
+use crate::cds_hooks::{Card, Fact};
+
+/// A condition a rule named through `require(name, ...)`, and whether it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionCheck {
+    pub name: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleErrorKind {
+    /// The script raised an error (bad call, wrong type, `throw`, invalid card).
+    Runtime,
+    /// The per-rule wall-clock deadline passed.
+    Timeout,
+    /// Too many operations.
+    OperationLimit,
+    /// A string, array or map grew past its limit, or calls nested too deep.
+    SizeLimit,
+}
+
+impl RuleErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Runtime => "runtime",
+            Self::Timeout => "timeout",
+            Self::OperationLimit => "operation-limit",
+            Self::SizeLimit => "size-limit",
+        }
+    }
+}
+
+/// A rule that could not finish. `message` may quote rule output, so it goes into the response and
+/// `cardinal explain`, but logs carry only the kind and location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub kind: RuleErrorKind,
+    pub message: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Fired,
+    NotFired,
+    Error(RuleError),
+}
+
+impl Verdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Fired => "fired",
+            Self::NotFired => "not-fired",
+            Self::Error(_) => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleOutcome {
+    pub rule_id: String,
+    pub rule_version: String,
+    pub verdict: Verdict,
+    /// Cards as the rule emitted them (no uuid or explanation yet).
+    pub cards: Vec<Card>,
+    pub facts: Vec<Fact>,
+    pub conditions: Vec<ConditionCheck>,
+    /// Text the rule printed (for `cardinal explain`; never logged by default).
+    pub prints: Vec<String>,
+    pub duration: Duration,
+    /// Approximate Rhai operations used.
+    pub operations: u64,
+}
+
+impl RuleOutcome {
+    /// The first condition that was not met, if the rule stopped on one.
+    pub fn failed_condition(&self) -> Option<&str> {
+        self.conditions.iter().find(|c| !c.met).map(|c| c.name.as_str())
+    }
+}

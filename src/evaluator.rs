@@ -1,0 +1,287 @@
+//! The one evaluation path. Both transports hand a validated [`HookRequest`] to [`Cardinal::call`];
+//! the CLI (`cardinal test`, `explain`) uses [`Cardinal::evaluate`] in-process the same way.
+//!
+//! request → service lookup → hook and context checks → patient context (parse once, index)
+//!   → each rule in the sandbox → cards with explanations + diagnostics
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::cards;
+use crate::cds_hooks::context as hook_context;
+use crate::cds_hooks::response::ResponseExtension;
+use crate::cds_hooks::{
+    Diagnostic, Discovery, EXTENSION_EVALUATION_TIME, Explanation, FeedbackRequest, HookRequest,
+    HookResponse, RequestError,
+};
+use crate::config::Config;
+use crate::engine::{RuleEngine, RuleInput, RuleOutcome, Verdict};
+use crate::patient::{Origin, PatientContext};
+use crate::registry::{self, CdsService, LoadErrors, Registry};
+
+/// Why a call was refused or failed. Messages never contain patient data.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("unknown CDS service `{0}`")]
+    UnknownService(String),
+    #[error(transparent)]
+    InvalidRequest(#[from] RequestError),
+    #[error("required FHIR data could not be obtained: {0}")]
+    PrefetchUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Per-call settings that come from the transport rather than the CDS Hooks body.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Pins "now" for the rules (e.g. from the `X-Cardinal-Evaluation-Time` header).
+    pub evaluation_time: Option<DateTime<Utc>>,
+    pub trace_id: Option<String>,
+}
+
+/// A finished evaluation: the response and, for explanation and metrics, every rule's outcome.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub service_id: String,
+    pub response: HookResponse,
+    pub outcomes: Vec<RuleOutcome>,
+    pub evaluated_at: DateTime<Utc>,
+    pub duration: Duration,
+}
+
+/// Cardinal's core: the services, the rule engine and the configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct Cardinal {
+    registry: Arc<Registry>,
+    engine: RuleEngine,
+    config: Arc<Config>,
+    permits: Arc<Semaphore>,
+}
+
+/// Parses an RFC 3339 date-time, or a plain date (taken at 00:00 UTC).
+pub fn parse_evaluation_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+}
+
+impl Cardinal {
+    /// Loads and compiles the rules directory named by `config`.
+    pub fn load(config: Config) -> Result<Self, LoadErrors> {
+        let engine = RuleEngine::new(config.sandbox.clone());
+        let registry = registry::load(&config.rules_dir, &engine)?;
+        Ok(Self::new(config, registry, engine))
+    }
+
+    pub fn new(config: Config, registry: Registry, engine: RuleEngine) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(config.max_concurrent_evaluations)),
+            registry: Arc::new(registry),
+            engine,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn discovery(&self) -> Discovery {
+        Discovery {
+            services: self.registry.services().map(|s| s.descriptor()).collect(),
+        }
+    }
+
+    pub fn service(&self, id: &str) -> Result<&Arc<CdsService>, CallError> {
+        self.registry
+            .get(id)
+            .ok_or_else(|| CallError::UnknownService(id.to_owned()))
+    }
+
+    /// Checks a request against its service and settles the evaluation time.
+    fn admit(
+        &self,
+        service: &CdsService,
+        request: &HookRequest,
+        options: &CallOptions,
+    ) -> Result<DateTime<Utc>, CallError> {
+        if request.hook != service.hook() {
+            return Err(RequestError::HookMismatch {
+                service: service.id().to_owned(),
+                expected: service.hook().to_owned(),
+                got: request.hook.clone(),
+            }
+            .into());
+        }
+        hook_context::validate(&request.hook, &request.context)?;
+        let from_extension = match request
+            .extension
+            .as_ref()
+            .and_then(|e| e.get(EXTENSION_EVALUATION_TIME))
+        {
+            None => None,
+            Some(Value::String(s)) => Some(parse_evaluation_time(s).ok_or_else(|| {
+                RequestError::Invalid(format!(
+                    "`extension.{EXTENSION_EVALUATION_TIME}` must be an RFC 3339 date-time or a date"
+                ))
+            })?),
+            Some(_) => {
+                return Err(RequestError::wrong_type(
+                    format!("extension.{EXTENSION_EVALUATION_TIME}"),
+                    "a string",
+                )
+                .into());
+            }
+        };
+        let pinned = options.evaluation_time.or(from_extension);
+        if pinned.is_some() && !self.config.allow_evaluation_time_override {
+            return Err(RequestError::Invalid(
+                "this deployment does not allow pinning the evaluation time".into(),
+            )
+            .into());
+        }
+        Ok(pinned.unwrap_or_else(Utc::now))
+    }
+
+    /// Evaluates a hook call off the async runtime, at most `max_concurrent_evaluations` at once.
+    pub async fn call(
+        &self,
+        service_id: &str,
+        request: HookRequest,
+        options: CallOptions,
+    ) -> Result<Evaluation, CallError> {
+        let service = Arc::clone(self.service(service_id)?);
+        let now = self.admit(&service, &request, &options)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| CallError::Internal("evaluation pool closed".into()))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.evaluate_admitted(&service, request, now, options.trace_id))
+            .await
+            .map_err(|_| CallError::Internal("evaluation task failed".into()))
+    }
+
+    /// The same evaluation, synchronously (CLI, benchmarks).
+    pub fn evaluate(
+        &self,
+        service_id: &str,
+        request: HookRequest,
+        options: CallOptions,
+    ) -> Result<Evaluation, CallError> {
+        let service = Arc::clone(self.service(service_id)?);
+        let now = self.admit(&service, &request, &options)?;
+        Ok(self.evaluate_admitted(&service, request, now, options.trace_id))
+    }
+
+    fn evaluate_admitted(
+        &self,
+        service: &CdsService,
+        request: HookRequest,
+        now: DateTime<Utc>,
+        trace_id: Option<String>,
+    ) -> Evaluation {
+        let started = Instant::now();
+        let patient = PatientContext::build(request.context, request.prefetch, &HashMap::<String, Origin>::new());
+        let input = RuleInput {
+            patient,
+            hook: request.hook,
+            service_id: service.id().to_owned(),
+            now,
+            default_source: service.default_source(),
+        };
+        let outcomes: Vec<RuleOutcome> = service
+            .rules
+            .iter()
+            .map(|rule| {
+                let outcome = self.engine.run(rule, &input);
+                log_outcome(service.id(), &outcome);
+                outcome
+            })
+            .collect();
+        let evaluated_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut cards_out = Vec::new();
+        let mut diagnostics = Vec::new();
+        for outcome in &outcomes {
+            match &outcome.verdict {
+                Verdict::Fired => {
+                    for card in &outcome.cards {
+                        let explanation = Explanation {
+                            service_id: service.id().to_owned(),
+                            rule_id: outcome.rule_id.clone(),
+                            rule_version: outcome.rule_version.clone(),
+                            facts: outcome.facts.clone(),
+                            evaluated_at: evaluated_at.clone(),
+                            trace_id: trace_id.clone(),
+                        };
+                        cards_out.push(cards::finish(card.clone(), explanation));
+                    }
+                }
+                Verdict::NotFired => {}
+                Verdict::Error(err) => diagnostics.push(Diagnostic {
+                    rule_id: outcome.rule_id.clone(),
+                    kind: err.kind.as_str().to_owned(),
+                    message: err.message.clone(),
+                    line: err.line,
+                    column: err.column,
+                }),
+            }
+        }
+        Evaluation {
+            service_id: service.id().to_owned(),
+            response: HookResponse {
+                cards: cards_out,
+                system_actions: Vec::new(),
+                extension: ResponseExtension {
+                    diagnostics,
+                    trace_id,
+                },
+            },
+            outcomes,
+            evaluated_at: now,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Validates feedback for a service. Returns how many entries were accepted.
+    pub fn feedback(&self, service_id: &str, feedback: &FeedbackRequest) -> Result<usize, CallError> {
+        self.service(service_id)?;
+        Ok(feedback.feedback.len())
+    }
+}
+
+/// Logs a rule's verdict: ids, kind and location only. Rule messages can quote patient data.
+fn log_outcome(service_id: &str, outcome: &RuleOutcome) {
+    match &outcome.verdict {
+        Verdict::Error(err) => tracing::warn!(
+            service = service_id,
+            rule = %outcome.rule_id,
+            rule_version = %outcome.rule_version,
+            kind = err.kind.as_str(),
+            line = err.line,
+            column = err.column,
+            "rule failed and was skipped"
+        ),
+        verdict => tracing::debug!(
+            service = service_id,
+            rule = %outcome.rule_id,
+            outcome = verdict.as_str(),
+            duration_us = outcome.duration.as_micros() as u64,
+            "rule evaluated"
+        ),
+    }
+}

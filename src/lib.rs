@@ -1,0 +1,25 @@
+//! Cardinal: a CDS Hooks 2.0 clinical decision-support service whose rules are sandboxed Rhai
+//! scripts.
+//!
+//! Where things happen:
+//! - a hook call enters in [`transport`] (HTTP/JSON in `transport/http.rs`, gRPC in `transport/grpc.rs`);
+//! - it is evaluated on one path in [`evaluator`];
+//! - the patient data is parsed and indexed once in [`patient`];
+//! - rules run in the sandboxed [`engine`], loaded from `rules/` by [`registry`];
+//! - cards are built and explained in [`cards`];
+//! - the wire model is [`cds_hooks`].
+
+pub mod cards;
+pub mod cds_hooks;
+pub mod config;
+pub mod engine;
+pub mod evaluator;
+pub mod patient;
+pub mod registry;
+pub mod telemetry;
+pub mod transport;
+
+/// Generated from `proto/cardinal/v1/cds_hooks.proto`.
+pub mod proto {
+    tonic::include_proto!("cardinal.v1");
+}

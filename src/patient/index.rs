@@ -1,0 +1,206 @@
+//! Builds the per-request index: resources by type and by code, the Patient, the draft orders.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::resource::{Origin, Resource, split_code};
+
+#[derive(Debug, Default)]
+struct Inner {
+    record: Vec<Resource>,
+    by_type: HashMap<String, Vec<u32>>,
+    by_code: HashMap<String, Vec<u32>>,
+    patient: Option<Resource>,
+    draft_orders: Vec<Resource>,
+    context: Map<String, Value>,
+    /// Prefetch keys the EHR (or the fetcher) answered with `null`: "no such resource".
+    null_keys: Vec<String>,
+}
+
+/// Everything a rule may read about the patient and the hook call. Cheap to clone; immutable.
+#[derive(Debug, Clone, Default)]
+pub struct PatientContext(Arc<Inner>);
+
+impl PatientContext {
+    /// Indexes the prefetch (resources or searchset Bundles) and the hook context. Takes ownership so
+    /// nothing is copied.
+    pub fn build(
+        context: Map<String, Value>,
+        prefetch: Map<String, Value>,
+        origins: &HashMap<String, Origin>,
+    ) -> Self {
+        let mut inner = Inner::default();
+        for (key, value) in prefetch {
+            let origin = origins.get(&key).copied().unwrap_or(Origin::Prefetch);
+            match value {
+                Value::Null => inner.null_keys.push(key),
+                Value::Object(obj) => add_resource_or_bundle(&mut inner.record, Value::Object(obj), origin),
+                _ => {}
+            }
+        }
+        // Draft orders stay in the context too (rules may read it raw) and are indexed apart.
+        if let Some(bundle) = context.get("draftOrders") {
+            inner.draft_orders = bundle_resources(bundle)
+                .map(|r| Resource::new(r.clone(), Origin::Context))
+                .collect();
+        }
+        for (i, resource) in inner.record.iter().enumerate() {
+            let i = i as u32;
+            inner
+                .by_type
+                .entry(resource.resource_type().to_owned())
+                .or_default()
+                .push(i);
+            for (_, code) in resource.codings() {
+                let slot = inner.by_code.entry(code.to_owned()).or_default();
+                // One resource can list the same code under two systems; index it once.
+                if slot.last() != Some(&i) {
+                    slot.push(i);
+                }
+            }
+        }
+        inner.patient = inner
+            .by_type
+            .get("Patient")
+            .and_then(|ids| ids.first())
+            .map(|&i| inner.record[i as usize].clone());
+        inner.context = context;
+        Self(Arc::new(inner))
+    }
+
+    pub fn context(&self) -> &Map<String, Value> {
+        &self.0.context
+    }
+
+    pub fn patient(&self) -> Option<&Resource> {
+        self.0.patient.as_ref()
+    }
+
+    pub fn record(&self) -> &[Resource] {
+        &self.0.record
+    }
+
+    pub fn draft_orders(&self) -> &[Resource] {
+        &self.0.draft_orders
+    }
+
+    pub fn null_keys(&self) -> &[String] {
+        &self.0.null_keys
+    }
+
+    /// All record resources of one type, in arrival order.
+    pub fn of_type(&self, resource_type: &str) -> impl Iterator<Item = &Resource> {
+        self.0
+            .by_type
+            .get(resource_type)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.0.record[i as usize])
+    }
+
+    /// Record resources of one type whose main code is any of `codes` (`code` or `system|code`).
+    /// With no codes, every resource of the type.
+    pub fn with_codes<'a>(&'a self, resource_type: &'a str, codes: &[&str]) -> Vec<&'a Resource> {
+        if codes.is_empty() {
+            return self.of_type(resource_type).collect();
+        }
+        let mut hits: Vec<u32> = Vec::new();
+        for wanted in codes {
+            let (_, code) = split_code(wanted);
+            if let Some(ids) = self.0.by_code.get(code) {
+                hits.extend(ids.iter().copied().filter(|&i| {
+                    let r = &self.0.record[i as usize];
+                    r.resource_type() == resource_type && r.has_code(wanted)
+                }));
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        hits.into_iter().map(|i| &self.0.record[i as usize]).collect()
+    }
+
+    /// Like [`with_codes`](Self::with_codes), newest first (undated last).
+    pub fn newest_first<'a>(&'a self, resource_type: &'a str, codes: &[&str]) -> Vec<&'a Resource> {
+        let mut hits = self.with_codes(resource_type, codes);
+        hits.sort_by(|a, b| b.instant().cmp(&a.instant()));
+        hits
+    }
+}
+
+fn bundle_resources(bundle: &Value) -> impl Iterator<Item = &Value> {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.get("resource"))
+        .filter(|r| r.is_object())
+}
+
+fn add_resource_or_bundle(record: &mut Vec<Resource>, value: Value, origin: Origin) {
+    let is_bundle = value.get("resourceType").and_then(Value::as_str) == Some("Bundle");
+    if !is_bundle {
+        // An OperationOutcome in a prefetch key means the EHR's prefetch failed: not patient data.
+        if value.get("resourceType").and_then(Value::as_str) != Some("OperationOutcome") {
+            record.push(Resource::new(value, origin));
+        }
+        return;
+    }
+    let Value::Object(mut bundle) = value else {
+        return;
+    };
+    if let Some(Value::Array(entries)) = bundle.remove("entry") {
+        for entry in entries {
+            if let Value::Object(mut entry) = entry {
+                if let Some(resource @ Value::Object(_)) = entry.remove("resource") {
+                    // Nested Bundles (e.g. a batch of searchsets) are flattened too.
+                    add_resource_or_bundle(record, resource, origin);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> PatientContext {
+        let prefetch = json!({
+            "patient": {"resourceType": "Patient", "id": "p1", "birthDate": "1950-02-03"},
+            "labs": {"resourceType": "Bundle", "type": "searchset", "entry": [
+                {"resource": {"resourceType": "Observation", "id": "o1", "effectiveDateTime": "2026-01-02",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "33914-3"}]}, "valueQuantity": {"value": 40}}},
+                {"resource": {"resourceType": "Observation", "id": "o2", "effectiveDateTime": "2026-03-02",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "62238-1"}]}, "valueQuantity": {"value": 25}}},
+                {"resource": {"resourceType": "Observation", "id": "o3",
+                    "code": {"coding": [{"system": "urn:other", "code": "33914-3"}]}}}
+            ]},
+            "missing": null
+        });
+        let context = json!({"patientId": "p1", "draftOrders": {"resourceType": "Bundle", "entry": [
+            {"resource": {"resourceType": "MedicationRequest", "id": "m1"}}]}});
+        PatientContext::build(
+            context.as_object().cloned().unwrap_or_default(),
+            prefetch.as_object().cloned().unwrap_or_default(),
+            &HashMap::new(),
+        )
+    }
+
+    #[test]
+    fn indexes_by_type_and_code() {
+        let ctx = ctx();
+        assert_eq!(ctx.patient().and_then(|p| p.id()), Some("p1"));
+        assert_eq!(ctx.of_type("Observation").count(), 3);
+        assert_eq!(ctx.with_codes("Observation", &["33914-3"]).len(), 2);
+        assert_eq!(ctx.with_codes("Observation", &["http://loinc.org|33914-3"]).len(), 1);
+        assert_eq!(ctx.with_codes("Condition", &["33914-3"]).len(), 0);
+        let newest = ctx.newest_first("Observation", &["http://loinc.org|33914-3", "62238-1"]);
+        assert_eq!(newest.iter().filter_map(|r| r.id()).collect::<Vec<_>>(), ["o2", "o1"]);
+        assert_eq!(ctx.draft_orders().len(), 1);
+        assert_eq!(ctx.null_keys(), ["missing"]);
+    }
+}

@@ -1,0 +1,118 @@
+//! The CDS services Cardinal offers: one folder per service under `rules/`, each with a
+//! `service.toml` manifest and one or more `.rhai` rule files, loaded and compiled once at start-up.
+
+mod loader;
+mod manifest;
+
+pub use loader::{LoadErrors, load};
+pub use manifest::{EvidenceLink, Manifest, RuleOverride, SourceSpec};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::cds_hooks::{EXTENSION_SERVICE, ServiceDescriptor, Source};
+use crate::engine::CompiledRule;
+
+/// One CDS service: its manifest and its compiled rules, in file-name order.
+#[derive(Debug)]
+pub struct CdsService {
+    pub manifest: Manifest,
+    pub rules: Vec<CompiledRule>,
+    pub dir: PathBuf,
+}
+
+impl CdsService {
+    pub fn id(&self) -> &str {
+        &self.manifest.id
+    }
+
+    pub fn hook(&self) -> &str {
+        &self.manifest.hook
+    }
+
+    /// The discovery entry (`GET /cds-services`).
+    pub fn descriptor(&self) -> ServiceDescriptor {
+        let m = &self.manifest;
+        let mut meta = Map::new();
+        meta.insert("version".into(), Value::from(m.version.clone()));
+        if let Some(owner) = &m.owner {
+            meta.insert("owner".into(), Value::from(owner.clone()));
+        }
+        if !m.evidence.is_empty() {
+            let links = m
+                .evidence
+                .iter()
+                .map(|e| serde_json::json!({"label": e.label, "url": e.url}))
+                .collect();
+            meta.insert("evidence".into(), Value::Array(links));
+        }
+        let mut extension = Map::new();
+        extension.insert(EXTENSION_SERVICE.into(), Value::Object(meta));
+        ServiceDescriptor {
+            hook: m.hook.clone(),
+            title: m.title.clone(),
+            description: m.description.clone(),
+            id: m.id.clone(),
+            prefetch: m.prefetch.clone(),
+            usage_requirements: m.usage_requirements.clone(),
+            extension,
+        }
+    }
+
+    /// The card `source` used when a rule gives none: the manifest's, else the service title.
+    pub fn default_source(&self) -> Source {
+        let m = &self.manifest;
+        match &m.source {
+            Some(s) => Source {
+                label: s.label.clone(),
+                url: s.url.clone(),
+                icon: s.icon.clone(),
+                topic: None,
+            },
+            None => Source {
+                label: m.title.clone().unwrap_or_else(|| m.id.clone()),
+                ..Source::default()
+            },
+        }
+    }
+}
+
+/// All services, by id. Immutable once loaded.
+#[derive(Debug, Default)]
+pub struct Registry {
+    services: BTreeMap<String, Arc<CdsService>>,
+}
+
+impl Registry {
+    pub fn new(services: impl IntoIterator<Item = CdsService>) -> Self {
+        Self {
+            services: services
+                .into_iter()
+                .map(|s| (s.manifest.id.clone(), Arc::new(s)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<CdsService>> {
+        self.services.get(id)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Arc<CdsService>> {
+        self.services.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.services.values().map(|s| s.rules.len()).sum()
+    }
+}

@@ -1,0 +1,95 @@
+//! The gRPC transport (`proto/cardinal/v1/cds_hooks.proto`), with the standard health service and
+//! server reflection. Same semantics and the same evaluation path as HTTP.
+
+use tonic::{Request, Response, Status};
+
+use crate::evaluator::{CallError, Cardinal};
+use crate::proto;
+use crate::proto::cds_hooks_server::{CdsHooks, CdsHooksServer};
+
+use super::grpc_convert;
+
+/// Encoded descriptor set of Cardinal's protos, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cardinal_descriptor");
+
+#[derive(Clone)]
+pub struct GrpcService {
+    cardinal: Cardinal,
+}
+
+/// The gRPC status for a call error, with the same message HTTP would give.
+pub fn status_of(err: CallError) -> Status {
+    let message = err.to_string();
+    match err {
+        CallError::UnknownService(_) => Status::not_found(message),
+        CallError::InvalidRequest(_) => Status::invalid_argument(message),
+        CallError::PrefetchUnavailable(_) => Status::failed_precondition(message),
+        CallError::Internal(_) => Status::internal(message),
+    }
+}
+
+#[tonic::async_trait]
+impl CdsHooks for GrpcService {
+    async fn discover(
+        &self,
+        _request: Request<proto::DiscoverRequest>,
+    ) -> Result<Response<proto::DiscoverResponse>, Status> {
+        let discovery = self.cardinal.discovery();
+        Ok(Response::new(grpc_convert::discovery(&discovery)))
+    }
+
+    async fn call_hook(
+        &self,
+        request: Request<proto::CallHookRequest>,
+    ) -> Result<Response<proto::CallHookResponse>, Status> {
+        let message = request.into_inner();
+        let service_id = message.service_id.clone();
+        self.cardinal.service(&service_id).map_err(status_of)?;
+        let (hook_request, options) =
+            grpc_convert::hook_request(message).map_err(|e| status_of(e.into()))?;
+        let evaluation = self
+            .cardinal
+            .call(&service_id, hook_request, options)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(grpc_convert::hook_response(&evaluation.response)))
+    }
+
+    async fn submit_feedback(
+        &self,
+        request: Request<proto::SubmitFeedbackRequest>,
+    ) -> Result<Response<proto::SubmitFeedbackResponse>, Status> {
+        let message = request.into_inner();
+        self.cardinal.service(&message.service_id).map_err(status_of)?;
+        let feedback = grpc_convert::feedback(&message).map_err(|e| status_of(e.into()))?;
+        let accepted = self
+            .cardinal
+            .feedback(&message.service_id, &feedback)
+            .map_err(status_of)?;
+        Ok(Response::new(proto::SubmitFeedbackResponse {
+            accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// Cardinal's gRPC services: CdsHooks, grpc.health.v1, and reflection (v1).
+pub async fn routes(cardinal: Cardinal) -> tonic::service::Routes {
+    let max_message = cardinal.config().max_body_bytes;
+    let service = CdsHooksServer::new(GrpcService { cardinal })
+        .max_decoding_message_size(max_message);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CdsHooksServer<GrpcService>>()
+        .await;
+    let mut routes = tonic::service::Routes::new(service).add_service(health_service);
+    match tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+    {
+        Ok(reflection) => routes = routes.add_service(reflection),
+        // The descriptor set is compiled in; failing here is a build defect, not a reason to stop serving.
+        Err(e) => tracing::error!(error = %e, "gRPC reflection unavailable"),
+    }
+    routes
+}

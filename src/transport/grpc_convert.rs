@@ -1,0 +1,251 @@
+//! Between the CDS Hooks model and the protobuf messages. Incoming messages are rebuilt as the JSON
+//! the HTTP transport would have received and validated by the same code, so both transports accept
+//! and refuse exactly the same requests.
+
+use serde_json::{Map, Value};
+
+use crate::cds_hooks::{
+    Action, Card, Coding, Discovery, Explanation, Fact, FeedbackRequest, HookRequest, HookResponse,
+    Indicator, RequestError, SelectionBehavior,
+};
+use crate::evaluator::{CallOptions, parse_evaluation_time};
+use crate::proto;
+
+fn parse_json_field(field: &str, text: &str) -> Result<Value, RequestError> {
+    serde_json::from_str(text).map_err(|e| {
+        RequestError::Invalid(format!(
+            "`{field}` is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn non_empty(s: &str) -> Option<Value> {
+    (!s.is_empty()).then(|| Value::String(s.to_owned()))
+}
+
+pub fn hook_request(msg: proto::CallHookRequest) -> Result<(HookRequest, CallOptions), RequestError> {
+    let mut obj = Map::new();
+    if let Some(v) = non_empty(&msg.hook) {
+        obj.insert("hook".into(), v);
+    }
+    if let Some(v) = non_empty(&msg.hook_instance) {
+        obj.insert("hookInstance".into(), v);
+    }
+    if let Some(v) = non_empty(&msg.fhir_server) {
+        obj.insert("fhirServer".into(), v);
+    }
+    if let Some(auth) = msg.fhir_authorization {
+        let mut a = Map::new();
+        a.insert("access_token".into(), Value::String(auth.access_token));
+        a.insert("token_type".into(), Value::String(auth.token_type));
+        a.insert("expires_in".into(), Value::from(auth.expires_in));
+        a.insert("scope".into(), Value::String(auth.scope));
+        a.insert("subject".into(), Value::String(auth.subject));
+        if let Some(p) = non_empty(&auth.patient) {
+            a.insert("patient".into(), p);
+        }
+        obj.insert("fhirAuthorization".into(), Value::Object(a));
+    }
+    if !msg.context_json.is_empty() {
+        obj.insert("context".into(), parse_json_field("context_json", &msg.context_json)?);
+    }
+    if !msg.prefetch_json.is_empty() {
+        let mut prefetch = Map::new();
+        for (key, text) in &msg.prefetch_json {
+            prefetch.insert(key.clone(), parse_json_field(&format!("prefetch_json[{key}]"), text)?);
+        }
+        obj.insert("prefetch".into(), Value::Object(prefetch));
+    }
+    if !msg.extension_json.is_empty() {
+        obj.insert("extension".into(), parse_json_field("extension_json", &msg.extension_json)?);
+    }
+    let request = HookRequest::from_value(Value::Object(obj))?;
+    let evaluation_time = if msg.evaluation_time.is_empty() {
+        None
+    } else {
+        Some(parse_evaluation_time(&msg.evaluation_time).ok_or_else(|| {
+            RequestError::Invalid("`evaluation_time` must be an RFC 3339 date-time or a date".into())
+        })?)
+    };
+    Ok((
+        request,
+        CallOptions {
+            evaluation_time,
+            trace_id: None,
+        },
+    ))
+}
+
+pub fn discovery(d: &Discovery) -> proto::DiscoverResponse {
+    proto::DiscoverResponse {
+        services: d
+            .services
+            .iter()
+            .map(|s| proto::ServiceDescriptor {
+                id: s.id.clone(),
+                hook: s.hook.clone(),
+                title: s.title.clone().unwrap_or_default(),
+                description: s.description.clone(),
+                prefetch: s.prefetch.clone().into_iter().collect(),
+                usage_requirements: s.usage_requirements.clone().unwrap_or_default(),
+                version: s
+                    .extension
+                    .get(crate::cds_hooks::EXTENSION_SERVICE)
+                    .and_then(|m| m.get("version"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn coding(c: &Coding) -> proto::Coding {
+    proto::Coding {
+        system: c.system.clone(),
+        code: c.code.clone(),
+        display: c.display.clone().unwrap_or_default(),
+    }
+}
+
+fn action(a: &Action) -> proto::Action {
+    proto::Action {
+        r#type: a.kind.as_str().to_owned(),
+        description: a.description.clone().unwrap_or_default(),
+        resource_json: a.resource.as_ref().map(Value::to_string).unwrap_or_default(),
+        resource_id: a.resource_id.clone().unwrap_or_default(),
+    }
+}
+
+fn fact(f: &Fact) -> proto::Fact {
+    proto::Fact {
+        name: f.name.clone(),
+        value: f.value.clone().unwrap_or_default(),
+        unit: f.unit.clone().unwrap_or_default(),
+        date: f.date.clone().unwrap_or_default(),
+        reference: f.reference.clone().unwrap_or_default(),
+        note: f.note.clone().unwrap_or_default(),
+        origin: f.origin.clone().unwrap_or_default(),
+    }
+}
+
+fn explanation(e: &Explanation) -> proto::Explanation {
+    proto::Explanation {
+        service_id: e.service_id.clone(),
+        rule_id: e.rule_id.clone(),
+        rule_version: e.rule_version.clone(),
+        facts: e.facts.iter().map(fact).collect(),
+        evaluated_at: e.evaluated_at.clone(),
+        trace_id: e.trace_id.clone().unwrap_or_default(),
+    }
+}
+
+fn card(c: &Card) -> proto::Card {
+    let indicator = match c.indicator {
+        Indicator::Info => proto::Indicator::Info,
+        Indicator::Warning => proto::Indicator::Warning,
+        Indicator::Critical => proto::Indicator::Critical,
+    };
+    let selection_behavior = match c.selection_behavior {
+        None => proto::SelectionBehavior::Unspecified,
+        Some(SelectionBehavior::AtMostOne) => proto::SelectionBehavior::AtMostOne,
+        Some(SelectionBehavior::Any) => proto::SelectionBehavior::Any,
+    };
+    proto::Card {
+        uuid: c.uuid.clone().unwrap_or_default(),
+        summary: c.summary.clone(),
+        detail: c.detail.clone().unwrap_or_default(),
+        indicator: indicator as i32,
+        source: Some(proto::Source {
+            label: c.source.label.clone(),
+            url: c.source.url.clone().unwrap_or_default(),
+            icon: c.source.icon.clone().unwrap_or_default(),
+            topic: c.source.topic.as_ref().map(coding),
+        }),
+        suggestions: c
+            .suggestions
+            .iter()
+            .map(|s| proto::Suggestion {
+                label: s.label.clone(),
+                uuid: s.uuid.clone().unwrap_or_default(),
+                is_recommended: s.is_recommended.unwrap_or(false),
+                actions: s.actions.iter().map(action).collect(),
+            })
+            .collect(),
+        selection_behavior: selection_behavior as i32,
+        override_reasons: c.override_reasons.iter().map(coding).collect(),
+        links: c
+            .links
+            .iter()
+            .map(|l| proto::Link {
+                label: l.label.clone(),
+                url: l.url.clone(),
+                r#type: l.kind.as_str().to_owned(),
+                app_context: l.app_context.clone().unwrap_or_default(),
+                autolaunchable: l.autolaunchable.unwrap_or(false),
+            })
+            .collect(),
+        explanation: c.explanation().map(explanation),
+    }
+}
+
+pub fn hook_response(r: &HookResponse) -> proto::CallHookResponse {
+    proto::CallHookResponse {
+        cards: r.cards.iter().map(card).collect(),
+        system_actions: r.system_actions.iter().map(action).collect(),
+        diagnostics: r
+            .extension
+            .diagnostics
+            .iter()
+            .map(|d| proto::Diagnostic {
+                rule_id: d.rule_id.clone(),
+                kind: d.kind.clone(),
+                message: d.message.clone(),
+                line: d.line.unwrap_or(0),
+                column: d.column.unwrap_or(0),
+            })
+            .collect(),
+        trace_id: r.extension.trace_id.clone().unwrap_or_default(),
+    }
+}
+
+pub fn feedback(msg: &proto::SubmitFeedbackRequest) -> Result<FeedbackRequest, RequestError> {
+    let items: Vec<Value> = msg
+        .feedback
+        .iter()
+        .map(|f| {
+            let mut obj = Map::new();
+            for (key, value) in [("card", &f.card), ("outcome", &f.outcome), ("outcomeTimestamp", &f.outcome_timestamp)] {
+                if let Some(v) = non_empty(value) {
+                    obj.insert(key.into(), v);
+                }
+            }
+            if !f.accepted_suggestions.is_empty() {
+                let ids = f
+                    .accepted_suggestions
+                    .iter()
+                    .map(|s| serde_json::json!({"id": s.id}))
+                    .collect();
+                obj.insert("acceptedSuggestions".into(), Value::Array(ids));
+            }
+            if let Some(reason) = &f.override_reason {
+                let mut r = Map::new();
+                if let Some(c) = &reason.reason {
+                    let mut coding = serde_json::json!({"system": c.system, "code": c.code});
+                    if !c.display.is_empty() {
+                        coding["display"] = Value::String(c.display.clone());
+                    }
+                    r.insert("reason".into(), coding);
+                }
+                if let Some(comment) = non_empty(&reason.user_comment) {
+                    r.insert("userComment".into(), comment);
+                }
+                obj.insert("overrideReason".into(), Value::Object(r));
+            }
+            Value::Object(obj)
+        })
+        .collect();
+    FeedbackRequest::from_value(&serde_json::json!({"feedback": items}))
+}

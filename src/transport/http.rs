@@ -1,0 +1,117 @@
+//! The CDS Hooks HTTP/JSON API: discovery, service calls, feedback, health.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::cds_hooks::{FeedbackRequest, HookRequest, IssueType};
+use crate::evaluator::{CallOptions, Cardinal, parse_evaluation_time};
+
+use super::EVALUATION_TIME_HEADER;
+use super::http_error::HttpError;
+
+/// The HTTP routes (no fallback: the server adds one after merging gRPC).
+pub fn routes(cardinal: Cardinal) -> Router {
+    Router::new()
+        .route("/cds-services", get(discover).fallback(method_not_allowed))
+        .route("/cds-services/{id}", post(call).fallback(method_not_allowed))
+        .route("/cds-services/{id}/feedback", post(feedback).fallback(method_not_allowed))
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .with_state(cardinal)
+}
+
+async fn discover(State(cardinal): State<Cardinal>) -> Response {
+    Json(cardinal.discovery()).into_response()
+}
+
+fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, HttpError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            HttpError::new(status, IssueType::TooLong, "request body exceeds the configured size limit")
+        } else {
+            HttpError::new(status, IssueType::Invalid, "request body could not be read")
+        }
+    })
+}
+
+fn evaluation_time(headers: &HeaderMap) -> Result<Option<chrono::DateTime<chrono::Utc>>, HttpError> {
+    let Some(value) = headers.get(EVALUATION_TIME_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(parse_evaluation_time)
+        .map(Some)
+        .ok_or_else(|| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::Invalid,
+                format!("header `{EVALUATION_TIME_HEADER}` must be an RFC 3339 date-time or a date"),
+            )
+        })
+}
+
+async fn call(
+    State(cardinal): State<Cardinal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    // Unknown service first: 404 wins over a body problem.
+    cardinal.service(&id)?;
+    let body = body_or_error(body)?;
+    let request = HookRequest::from_json_bytes(&body)?;
+    let options = CallOptions {
+        evaluation_time: evaluation_time(&headers)?,
+        trace_id: None,
+    };
+    let evaluation = cardinal.call(&id, request, options).await?;
+    Ok(Json(evaluation.response).into_response())
+}
+
+async fn feedback(
+    State(cardinal): State<Cardinal>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    cardinal.service(&id)?;
+    let body = body_or_error(body)?;
+    let feedback = FeedbackRequest::from_json_bytes(&body)?;
+    cardinal.feedback(&id, &feedback)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(cardinal): State<Cardinal>) -> Response {
+    let registry = cardinal.registry();
+    Json(json!({
+        "status": "ready",
+        "services": registry.len(),
+        "rules": registry.rule_count(),
+    }))
+    .into_response()
+}
+
+async fn method_not_allowed(method: Method) -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        IssueType::NotSupported,
+        format!("method {method} is not allowed on this path"),
+    )
+}
+
+/// Any path that is neither a CDS Hooks route nor a gRPC method.
+pub(super) async fn not_found() -> HttpError {
+    HttpError::not_found("no such endpoint; CDS services are listed at /cds-services")
+}

@@ -1,0 +1,68 @@
+//! HTTP status + FHIR OperationOutcome body for everything that is not a 200.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::cds_hooks::{IssueType, OperationOutcome, RequestError};
+use crate::evaluator::CallError;
+
+/// An HTTP error answer.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: IssueType,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, code: IssueType, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, IssueType::NotFound, message)
+    }
+}
+
+impl From<RequestError> for HttpError {
+    fn from(err: RequestError) -> Self {
+        let code = match err {
+            RequestError::MalformedJson { .. } | RequestError::NotAnObject => IssueType::Structure,
+            RequestError::MissingField(_) => IssueType::Required,
+            _ => IssueType::Invalid,
+        };
+        Self::new(StatusCode::BAD_REQUEST, code, err.to_string())
+    }
+}
+
+impl From<CallError> for HttpError {
+    fn from(err: CallError) -> Self {
+        match err {
+            CallError::UnknownService(_) => Self::not_found(err.to_string()),
+            CallError::InvalidRequest(e) => e.into(),
+            CallError::PrefetchUnavailable(_) => {
+                Self::new(StatusCode::PRECONDITION_FAILED, IssueType::Incomplete, err.to_string())
+            }
+            CallError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, err.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = Json(OperationOutcome::error(self.code, self.message));
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/fhir+json"),
+        );
+        response
+    }
+}

@@ -1,0 +1,14 @@
+//! Where hook calls enter: HTTP/JSON (the CDS Hooks spec, for EHRs) and gRPC (for internal callers),
+//! on one port. Both turn their input into a [`HookRequest`](crate::cds_hooks::HookRequest) and call
+//! [`Cardinal`](crate::evaluator::Cardinal); neither knows about rules.
+
+pub mod grpc;
+mod grpc_convert;
+pub mod http;
+mod http_error;
+mod server;
+
+pub use server::{Server, router};
+
+/// Header that pins the evaluation time of one call (RFC 3339 or `YYYY-MM-DD`).
+pub const EVALUATION_TIME_HEADER: &str = "x-cardinal-evaluation-time";
