@@ -121,6 +121,7 @@ fn classify(err: EvalAltResult) -> Verdict {
             let _ = name;
             classify(*inner)
         }
+        EvalAltResult::ErrorRuntime(value, pos) => located(RuleErrorKind::Runtime, value.to_string(), pos),
         other => {
             let message = strip_position(&other.to_string());
             located(RuleErrorKind::Runtime, message, pos)
