@@ -5,10 +5,10 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::cds_hooks::card::{CardExtension, MAX_SUMMARY_CHARS};
+use crate::cds_hooks::card::MAX_SUMMARY_CHARS;
 use crate::cds_hooks::{
-    Action, ActionType, Card, Coding, Explanation, Indicator, Link, LinkType, SelectionBehavior, Source,
-    Suggestion,
+    Action, ActionType, Card, Coding, Explanation, Indicator, Link, LinkType, SelectionBehavior,
+    Source, Suggestion,
 };
 
 type Obj = Map<String, Value>;
@@ -54,7 +54,11 @@ fn coding(value: Value, path: &str, display_required: bool) -> Result<Coding, St
     if display_required && display.is_none() {
         return Err(format!("`{p}display` is required"));
     }
-    Ok(Coding { system, code, display })
+    Ok(Coding {
+        system,
+        code,
+        display,
+    })
 }
 
 fn source(value: Value) -> Result<Source, String> {
@@ -63,7 +67,10 @@ fn source(value: Value) -> Result<Source, String> {
         label: take_str(&mut obj, "label", "source.")?.ok_or("`source.label` is required")?,
         url: take_str(&mut obj, "url", "source.")?,
         icon: take_str(&mut obj, "icon", "source.")?,
-        topic: obj.remove("topic").map(|t| coding(t, "source.topic", false)).transpose()?,
+        topic: obj
+            .remove("topic")
+            .map(|t| coding(t, "source.topic", false))
+            .transpose()?,
     })
 }
 
@@ -71,7 +78,8 @@ fn action(value: Value, path: &str) -> Result<Action, String> {
     let mut obj = object(value, path)?;
     let p = format!("{path}.");
     let kind = take_str(&mut obj, "type", &p)?.ok_or(format!("`{p}type` is required"))?;
-    let kind = ActionType::parse(&kind).ok_or(format!("`{p}type` must be create, update or delete"))?;
+    let kind =
+        ActionType::parse(&kind).ok_or(format!("`{p}type` must be create, update or delete"))?;
     let resource = match obj.remove("resource") {
         None | Some(Value::Null) => None,
         Some(r @ Value::Object(_)) => Some(r),
@@ -80,7 +88,10 @@ fn action(value: Value, path: &str) -> Result<Action, String> {
     let resource_id = take_str(&mut obj, "resourceId", &p)?;
     match kind {
         ActionType::Create | ActionType::Update if resource.is_none() => {
-            return Err(format!("`{p}resource` is required for a {} action", kind.as_str()));
+            return Err(format!(
+                "`{p}resource` is required for a {} action",
+                kind.as_str()
+            ));
         }
         ActionType::Delete if resource_id.is_none() => {
             return Err(format!("`{p}resourceId` is required for a delete action"));
@@ -198,14 +209,18 @@ pub fn finish(mut card: Card, explanation: Explanation) -> Card {
         }
     }
     if !explanation.facts.is_empty() {
-        let why: Vec<String> = explanation.facts.iter().map(|f| f.to_markdown_line()).collect();
+        let why: Vec<String> = explanation
+            .facts
+            .iter()
+            .map(|f| f.to_markdown_line())
+            .collect();
         let section = format!("**Why this card**\n{}", why.join("\n"));
         card.detail = Some(match card.detail.take() {
             Some(detail) => format!("{detail}\n\n{section}"),
             None => section,
         });
     }
-    let mut extension = card.extension.take().unwrap_or_else(CardExtension::default);
+    let mut extension = card.extension.take().unwrap_or_default();
     extension.explanation = Some(explanation);
     card.extension = Some(extension);
     card
@@ -239,7 +254,10 @@ mod tests {
         assert!(err.unwrap_err().contains("140 characters"));
         let err = from_rule_spec(json!({"summary": "a", "indicator": "urgent"}), &src());
         assert!(err.unwrap_err().contains("indicator"));
-        let err = from_rule_spec(json!({"summary": "a", "indicator": "info", "sumary": 1}), &src());
+        let err = from_rule_spec(
+            json!({"summary": "a", "indicator": "info", "sumary": 1}),
+            &src(),
+        );
         assert!(err.unwrap_err().contains("sumary"));
     }
 
@@ -251,6 +269,10 @@ mod tests {
         assert_eq!(card.selection_behavior, Some(SelectionBehavior::AtMostOne));
         let spec = json!({"summary": "a", "indicator": "warning",
             "suggestions": [{"label": "Cancel", "actions": [{"type": "delete"}]}]});
-        assert!(from_rule_spec(spec, &src()).unwrap_err().contains("resourceId"));
+        assert!(
+            from_rule_spec(spec, &src())
+                .unwrap_err()
+                .contains("resourceId")
+        );
     }
 }

@@ -15,7 +15,11 @@ use cardinal::telemetry;
 use cardinal::transport::Server;
 
 #[derive(Parser)]
-#[command(name = "cardinal", version, about = "CDS Hooks 2.0 decision support with sandboxed Rhai rules")]
+#[command(
+    name = "cardinal",
+    version,
+    about = "CDS Hooks 2.0 decision support with sandboxed Rhai rules"
+)]
 struct Cli {
     /// TOML configuration file (settings may also come from CARDINAL_* variables).
     #[arg(long, env = "CARDINAL_CONFIG", global = true)]
@@ -65,7 +69,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             serve(config)
         }
-        Command::Check { dir } => Ok(check(dir.unwrap_or_else(|| config.rules_dir.clone()), &config)),
+        Command::Check { dir } => Ok(check(
+            dir.unwrap_or_else(|| config.rules_dir.clone()),
+            &config,
+        )),
     }
 }
 

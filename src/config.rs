@@ -63,7 +63,10 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(ConfigError(format!("config file {} does not exist", file.display())));
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
             }
             figment = figment.merge(Toml::file(file));
         }
@@ -79,7 +82,9 @@ impl Config {
             return Err(ConfigError("max_body_bytes must be positive".into()));
         }
         if self.max_concurrent_evaluations == 0 {
-            return Err(ConfigError("max_concurrent_evaluations must be positive".into()));
+            return Err(ConfigError(
+                "max_concurrent_evaluations must be positive".into(),
+            ));
         }
         if self.sandbox.rule_timeout_ms == 0 || self.sandbox.max_operations == 0 {
             return Err(ConfigError("sandbox limits must be positive".into()));

@@ -171,9 +171,11 @@ impl Cardinal {
             .await
             .map_err(|_| CallError::Internal("evaluation pool closed".into()))?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.evaluate_admitted(&service, request, now, options.trace_id))
-            .await
-            .map_err(|_| CallError::Internal("evaluation task failed".into()))
+        tokio::task::spawn_blocking(move || {
+            this.evaluate_admitted(&service, request, now, options.trace_id)
+        })
+        .await
+        .map_err(|_| CallError::Internal("evaluation task failed".into()))
     }
 
     /// The same evaluation, synchronously (CLI, benchmarks).
@@ -196,7 +198,11 @@ impl Cardinal {
         trace_id: Option<String>,
     ) -> Evaluation {
         let started = Instant::now();
-        let patient = PatientContext::build(request.context, request.prefetch, &HashMap::<String, Origin>::new());
+        let patient = PatientContext::build(
+            request.context,
+            request.prefetch,
+            &HashMap::<String, Origin>::new(),
+        );
         let input = RuleInput {
             patient,
             hook: request.hook,
@@ -258,7 +264,11 @@ impl Cardinal {
     }
 
     /// Validates feedback for a service. Returns how many entries were accepted.
-    pub fn feedback(&self, service_id: &str, feedback: &FeedbackRequest) -> Result<usize, CallError> {
+    pub fn feedback(
+        &self,
+        service_id: &str,
+        feedback: &FeedbackRequest,
+    ) -> Result<usize, CallError> {
         self.service(service_id)?;
         Ok(feedback.feedback.len())
     }

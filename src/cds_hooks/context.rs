@@ -141,19 +141,28 @@ fn check_kind(path: &str, kind: Kind, value: &Value) -> Result<(), RequestError>
         },
         Kind::ReferenceList => {
             let Some(items) = value.as_array() else {
-                return Err(RequestError::wrong_type(path, "an array of `Type/id` strings"));
+                return Err(RequestError::wrong_type(
+                    path,
+                    "an array of `Type/id` strings",
+                ));
             };
             if items.iter().all(|v| v.as_str().is_some_and(is_reference)) {
                 Ok(())
             } else {
-                Err(RequestError::wrong_type(path, "an array of `Type/id` strings"))
+                Err(RequestError::wrong_type(
+                    path,
+                    "an array of `Type/id` strings",
+                ))
             }
         }
         Kind::Bundle => {
             if value.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
                 match value.get("entry") {
                     None | Some(Value::Array(_)) => Ok(()),
-                    Some(_) => Err(RequestError::wrong_type(format!("{path}.entry"), "an array")),
+                    Some(_) => Err(RequestError::wrong_type(
+                        format!("{path}.entry"),
+                        "an array",
+                    )),
                 }
             } else {
                 Err(RequestError::wrong_type(path, "a FHIR Bundle"))

@@ -94,7 +94,10 @@ fn parse_entry(i: usize, item: &Value) -> Result<FeedbackEntry, RequestError> {
     let str_field = |field: &str| -> Result<String, RequestError> {
         match item.get(field) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(Value::String(_)) => Err(RequestError::Invalid(format!("`{}` must not be empty", at(field)))),
+            Some(Value::String(_)) => Err(RequestError::Invalid(format!(
+                "`{}` must not be empty",
+                at(field)
+            ))),
             None | Some(Value::Null) => Err(RequestError::MissingField(at(field))),
             Some(_) => Err(RequestError::wrong_type(at(field), "a string")),
         }
@@ -102,7 +105,10 @@ fn parse_entry(i: usize, item: &Value) -> Result<FeedbackEntry, RequestError> {
     let card = str_field("card")?;
     let outcome = str_field("outcome")?;
     let outcome = FeedbackOutcome::parse(&outcome).ok_or_else(|| {
-        RequestError::Invalid(format!("`{}` must be `accepted` or `overridden`", at("outcome")))
+        RequestError::Invalid(format!(
+            "`{}` must be `accepted` or `overridden`",
+            at("outcome")
+        ))
     })?;
     let outcome_timestamp = str_field("outcomeTimestamp")?;
     if chrono::DateTime::parse_from_rfc3339(&outcome_timestamp).is_err() {

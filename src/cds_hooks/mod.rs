@@ -13,7 +13,10 @@ pub mod operation_outcome;
 pub mod request;
 pub mod response;
 
-pub use card::{Action, ActionType, Card, Coding, Indicator, Link, LinkType, SelectionBehavior, Source, Suggestion};
+pub use card::{
+    Action, ActionType, Card, Coding, Indicator, Link, LinkType, SelectionBehavior, Source,
+    Suggestion,
+};
 pub use discovery::{Discovery, ServiceDescriptor};
 pub use explanation::{Explanation, Fact};
 pub use feedback::{FeedbackEntry, FeedbackOutcome, FeedbackRequest};

@@ -16,7 +16,10 @@ pub enum RequestError {
     #[error("required field `{0}` is missing")]
     MissingField(String),
     #[error("field `{field}` must be {expected}")]
-    WrongType { field: String, expected: &'static str },
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
     #[error("`fhirServer` is required when `fhirAuthorization` is sent")]
     FhirServerRequired,
     #[error("hook `{got}` does not match service `{service}`, which answers `{expected}`")]
@@ -115,7 +118,9 @@ impl HookRequest {
             return Err(RequestError::Invalid("`hook` must not be empty".into()));
         }
         if hook_instance.is_empty() {
-            return Err(RequestError::Invalid("`hookInstance` must not be empty".into()));
+            return Err(RequestError::Invalid(
+                "`hookInstance` must not be empty".into(),
+            ));
         }
         let fhir_server = take_string(&mut obj, "fhirServer")?;
         let fhir_authorization = match obj.remove("fhirAuthorization") {
@@ -179,7 +184,10 @@ fn take_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<Strin
 
 fn parse_authorization(value: Value) -> Result<FhirAuthorization, RequestError> {
     let Value::Object(mut obj) = value else {
-        return Err(RequestError::wrong_type("fhirAuthorization", "a JSON object"));
+        return Err(RequestError::wrong_type(
+            "fhirAuthorization",
+            "a JSON object",
+        ));
     };
     let mut field = |name: &str| -> Result<String, RequestError> {
         take_string(&mut obj, name)?.ok_or_else(|| missing(&format!("fhirAuthorization.{name}")))
@@ -190,9 +198,9 @@ fn parse_authorization(value: Value) -> Result<FhirAuthorization, RequestError> 
     let subject = field("subject")?;
     let patient = take_string(&mut obj, "patient")?;
     let expires_in = match obj.remove("expires_in") {
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| RequestError::wrong_type("fhirAuthorization.expires_in", "an integer"))?,
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            RequestError::wrong_type("fhirAuthorization.expires_in", "an integer")
+        })?,
         None | Some(Value::Null) => return Err(missing("fhirAuthorization.expires_in")),
         Some(_) => {
             return Err(RequestError::wrong_type(

@@ -1,7 +1,7 @@
 //! Compiling rule files once, at start-up, with precise locations for every error.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rhai::{AST, Engine, Scope};
@@ -73,9 +73,9 @@ fn declared_scope() -> Scope<'static> {
     scope
 }
 
-fn parse_error(path: &PathBuf, err: &rhai::ParseError) -> CompileError {
+fn parse_error(path: &Path, err: &rhai::ParseError) -> CompileError {
     CompileError {
-        path: path.clone(),
+        path: path.to_path_buf(),
         line: err.position().line(),
         column: err.position().position(),
         message: err.err_type().to_string(),
@@ -83,13 +83,20 @@ fn parse_error(path: &PathBuf, err: &rhai::ParseError) -> CompileError {
 }
 
 /// Compiles a library file (shared functions and constants of a rule pack).
-pub(crate) fn compile_library(engine: &Engine, path: &PathBuf, source: &str) -> Result<AST, CompileError> {
+pub(crate) fn compile_library(
+    engine: &Engine,
+    path: &Path,
+    source: &str,
+) -> Result<AST, CompileError> {
     engine
         .compile_with_scope(&declared_scope(), source)
         .map_err(|e| parse_error(path, &e))
 }
 
-pub(crate) fn compile(engine: &Engine, source: &RuleSource) -> Result<CompiledRule, Vec<CompileError>> {
+pub(crate) fn compile(
+    engine: &Engine,
+    source: &RuleSource,
+) -> Result<CompiledRule, Vec<CompileError>> {
     let scope = declared_scope();
     let ast = match &source.library {
         // Compiled together so the rule may call the library's functions and read its constants.

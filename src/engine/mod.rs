@@ -11,10 +11,10 @@ mod sandbox;
 
 pub use compile::{CompileError, CompiledRule, RuleSource};
 
-use std::path::PathBuf;
 pub use outcome::{ConditionCheck, RuleError, RuleErrorKind, RuleOutcome, Verdict};
 pub use run::RuleInput;
 pub use sandbox::SandboxLimits;
+use std::path::Path;
 
 use std::sync::Arc;
 
@@ -52,7 +52,11 @@ impl RuleEngine {
 
 impl RuleEngine {
     /// Compiles a pack's shared library file once, for its rules to include.
-    pub fn compile_library(&self, path: &PathBuf, source: &str) -> Result<Arc<rhai::AST>, CompileError> {
+    pub fn compile_library(
+        &self,
+        path: &Path,
+        source: &str,
+    ) -> Result<Arc<rhai::AST>, CompileError> {
         compile::compile_library(&self.engine, path, source).map(Arc::new)
     }
 }

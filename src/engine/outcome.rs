@@ -80,6 +80,9 @@ pub struct RuleOutcome {
 impl RuleOutcome {
     /// The first condition that was not met, if the rule stopped on one.
     pub fn failed_condition(&self) -> Option<&str> {
-        self.conditions.iter().find(|c| !c.met).map(|c| c.name.as_str())
+        self.conditions
+            .iter()
+            .find(|c| !c.met)
+            .map(|c| c.name.as_str())
     }
 }

@@ -27,7 +27,12 @@ pub struct RuleInput {
     pub default_source: Source,
 }
 
-pub(crate) fn run(engine: &Engine, limits: &SandboxLimits, rule: &CompiledRule, input: &RuleInput) -> RuleOutcome {
+pub(crate) fn run(
+    engine: &Engine,
+    limits: &SandboxLimits,
+    rule: &CompiledRule,
+    input: &RuleInput,
+) -> RuleOutcome {
     let started = Instant::now();
     // Each rule gets its own scope of constants: one rule cannot change what another sees.
     let mut scope = Scope::new();
@@ -62,7 +67,11 @@ pub(crate) fn run(engine: &Engine, limits: &SandboxLimits, rule: &CompiledRule, 
         }),
     };
     // A rule stopped by an error or an unmet `require` returns no cards, even ones emitted before.
-    let cards = if verdict == Verdict::Fired { state.cards } else { Vec::new() };
+    let cards = if verdict == Verdict::Fired {
+        state.cards
+    } else {
+        Vec::new()
+    };
     RuleOutcome {
         rule_id: rule.id.clone(),
         rule_version: rule.version.clone(),
@@ -121,7 +130,9 @@ fn classify(err: EvalAltResult) -> Verdict {
             let _ = name;
             classify(*inner)
         }
-        EvalAltResult::ErrorRuntime(value, pos) => located(RuleErrorKind::Runtime, value.to_string(), pos),
+        EvalAltResult::ErrorRuntime(value, pos) => {
+            located(RuleErrorKind::Runtime, value.to_string(), pos)
+        }
         other => {
             let message = strip_position(&other.to_string());
             located(RuleErrorKind::Runtime, message, pos)

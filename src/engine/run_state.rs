@@ -38,7 +38,7 @@ pub(crate) fn with_state<R>(state: RunState, f: impl FnOnce() -> R) -> (R, RunSt
     let result = f();
     let state = RUN.with(|cell| cell.borrow_mut().take());
     // `with_state` always installed a state, and nothing else removes it.
-    let state = state.unwrap_or_else(|| unreachable_state());
+    let state = state.unwrap_or_else(unreachable_state);
     (result, state)
 }
 

@@ -9,7 +9,7 @@ use super::run_state;
 
 /// Limits every rule runs under. A rule that exceeds one is stopped and reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SandboxLimits {
     /// Wall-clock budget of one rule run, in milliseconds.
     pub rule_timeout_ms: u64,

@@ -36,7 +36,10 @@ mod tests {
     #[test]
     fn partial_and_full_dates() {
         assert_eq!(parse_fhir_date("2023"), NaiveDate::from_ymd_opt(2023, 1, 1));
-        assert_eq!(parse_fhir_date("2023-05"), NaiveDate::from_ymd_opt(2023, 5, 1));
+        assert_eq!(
+            parse_fhir_date("2023-05"),
+            NaiveDate::from_ymd_opt(2023, 5, 1)
+        );
         assert_eq!(
             parse_fhir_date("2023-05-01T00:00:00-06:00"),
             NaiveDate::from_ymd_opt(2023, 5, 1)

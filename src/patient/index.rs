@@ -36,7 +36,9 @@ impl PatientContext {
             let origin = origins.get(&key).copied().unwrap_or(Origin::Prefetch);
             match value {
                 Value::Null => inner.null_keys.push(key),
-                Value::Object(obj) => add_resource_or_bundle(&mut inner.record, Value::Object(obj), origin),
+                Value::Object(obj) => {
+                    add_resource_or_bundle(&mut inner.record, Value::Object(obj), origin)
+                }
                 _ => {}
             }
         }
@@ -118,13 +120,15 @@ impl PatientContext {
         }
         hits.sort_unstable();
         hits.dedup();
-        hits.into_iter().map(|i| &self.0.record[i as usize]).collect()
+        hits.into_iter()
+            .map(|i| &self.0.record[i as usize])
+            .collect()
     }
 
     /// Like [`with_codes`](Self::with_codes), newest first (undated last).
     pub fn newest_first<'a>(&'a self, resource_type: &'a str, codes: &[&str]) -> Vec<&'a Resource> {
         let mut hits = self.with_codes(resource_type, codes);
-        hits.sort_by(|a, b| b.instant().cmp(&a.instant()));
+        hits.sort_by_key(|r| std::cmp::Reverse(r.instant()));
         hits
     }
 }
@@ -196,10 +200,17 @@ mod tests {
         assert_eq!(ctx.patient().and_then(|p| p.id()), Some("p1"));
         assert_eq!(ctx.of_type("Observation").count(), 3);
         assert_eq!(ctx.with_codes("Observation", &["33914-3"]).len(), 2);
-        assert_eq!(ctx.with_codes("Observation", &["http://loinc.org|33914-3"]).len(), 1);
+        assert_eq!(
+            ctx.with_codes("Observation", &["http://loinc.org|33914-3"])
+                .len(),
+            1
+        );
         assert_eq!(ctx.with_codes("Condition", &["33914-3"]).len(), 0);
         let newest = ctx.newest_first("Observation", &["http://loinc.org|33914-3", "62238-1"]);
-        assert_eq!(newest.iter().filter_map(|r| r.id()).collect::<Vec<_>>(), ["o2", "o1"]);
+        assert_eq!(
+            newest.iter().filter_map(|r| r.id()).collect::<Vec<_>>(),
+            ["o2", "o1"]
+        );
         assert_eq!(ctx.draft_orders().len(), 1);
         assert_eq!(ctx.null_keys(), ["missing"]);
     }

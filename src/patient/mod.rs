@@ -9,6 +9,6 @@ mod fhir_time;
 mod index;
 mod resource;
 
-pub use fhir_time::{parse_fhir_instant, parse_fhir_date};
+pub use fhir_time::{parse_fhir_date, parse_fhir_instant};
 pub use index::PatientContext;
 pub use resource::{Origin, Resource, concept_codings, split_code};

@@ -31,7 +31,9 @@ impl Origin {
 /// The fields that carry a resource's main code, by resource type.
 pub(crate) fn code_field(resource_type: &str) -> &'static str {
     match resource_type {
-        "MedicationRequest" | "MedicationStatement" | "MedicationDispense"
+        "MedicationRequest"
+        | "MedicationStatement"
+        | "MedicationDispense"
         | "MedicationAdministration" => "medicationCodeableConcept",
         "Immunization" => "vaccineCode",
         "Encounter" | "Appointment" => "type",
@@ -42,7 +44,12 @@ pub(crate) fn code_field(resource_type: &str) -> &'static str {
 /// The fields that carry a resource's clinically relevant time, in order of preference.
 fn date_fields(resource_type: &str) -> &'static [&'static str] {
     match resource_type {
-        "Observation" | "DiagnosticReport" => &["effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"],
+        "Observation" | "DiagnosticReport" => &[
+            "effectiveDateTime",
+            "effectivePeriod.start",
+            "effectiveInstant",
+            "issued",
+        ],
         "Condition" => &["onsetDateTime", "onsetPeriod.start", "recordedDate"],
         "MedicationRequest" | "ServiceRequest" | "DeviceRequest" => &["authoredOn"],
         "MedicationStatement" => &["effectiveDateTime", "effectivePeriod.start", "dateAsserted"],
@@ -53,7 +60,12 @@ fn date_fields(resource_type: &str) -> &'static [&'static str] {
         "Encounter" => &["period.start"],
         "AllergyIntolerance" => &["onsetDateTime", "recordedDate"],
         "Appointment" => &["start"],
-        _ => &["date", "authoredOn", "effectiveDateTime", "meta.lastUpdated"],
+        _ => &[
+            "date",
+            "authoredOn",
+            "effectiveDateTime",
+            "meta.lastUpdated",
+        ],
     }
 }
 
@@ -111,7 +123,8 @@ impl Resource {
 
     /// `Type/id`, when the resource has an id.
     pub fn reference(&self) -> Option<String> {
-        self.id().map(|id| format!("{}/{}", self.resource_type(), id))
+        self.id()
+            .map(|id| format!("{}/{}", self.resource_type(), id))
     }
 
     pub fn get(&self, field: &str) -> Option<&Value> {

@@ -39,7 +39,10 @@ fn error(path: &Path, message: impl Into<String>) -> CompileError {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, column)
 }
 
@@ -139,13 +142,21 @@ fn load_service(
         errors.push(error(manifest_path, "service has no `.rhai` rule files"));
     }
     for id in manifest.rules.keys() {
-        if !rule_files.iter().any(|p| p.file_stem().is_some_and(|s| s == id.as_str())) {
-            errors.push(error(manifest_path, format!("`[rules.{id}]` names no rule file `{id}.rhai`")));
+        if !rule_files
+            .iter()
+            .any(|p| p.file_stem().is_some_and(|s| s == id.as_str()))
+        {
+            errors.push(error(
+                manifest_path,
+                format!("`[rules.{id}]` names no rule file `{id}.rhai`"),
+            ));
         }
     }
     let mut rules = Vec::new();
     for path in rule_files {
-        let Some(source) = read(&path, errors) else { continue };
+        let Some(source) = read(&path, errors) else {
+            continue;
+        };
         let id = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -185,7 +196,11 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
             if let Some(first) = seen.get(service.id()) {
                 errors.push(error(
                     &path,
-                    format!("service id `{}` is already used by {}", service.id(), first.display()),
+                    format!(
+                        "service id `{}` is already used by {}",
+                        service.id(),
+                        first.display()
+                    ),
                 ));
                 continue;
             }

@@ -52,7 +52,9 @@ impl CdsHooks for GrpcService {
             .call(&service_id, hook_request, options)
             .await
             .map_err(status_of)?;
-        Ok(Response::new(grpc_convert::hook_response(&evaluation.response)))
+        Ok(Response::new(grpc_convert::hook_response(
+            &evaluation.response,
+        )))
     }
 
     async fn submit_feedback(
@@ -60,7 +62,9 @@ impl CdsHooks for GrpcService {
         request: Request<proto::SubmitFeedbackRequest>,
     ) -> Result<Response<proto::SubmitFeedbackResponse>, Status> {
         let message = request.into_inner();
-        self.cardinal.service(&message.service_id).map_err(status_of)?;
+        self.cardinal
+            .service(&message.service_id)
+            .map_err(status_of)?;
         let feedback = grpc_convert::feedback(&message).map_err(|e| status_of(e.into()))?;
         let accepted = self
             .cardinal
@@ -75,8 +79,8 @@ impl CdsHooks for GrpcService {
 /// Cardinal's gRPC services: CdsHooks, grpc.health.v1, and reflection (v1).
 pub async fn routes(cardinal: Cardinal) -> tonic::service::Routes {
     let max_message = cardinal.config().max_body_bytes;
-    let service = CdsHooksServer::new(GrpcService { cardinal })
-        .max_decoding_message_size(max_message);
+    let service =
+        CdsHooksServer::new(GrpcService { cardinal }).max_decoding_message_size(max_message);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CdsHooksServer<GrpcService>>()

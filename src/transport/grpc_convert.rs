@@ -25,7 +25,9 @@ fn non_empty(s: &str) -> Option<Value> {
     (!s.is_empty()).then(|| Value::String(s.to_owned()))
 }
 
-pub fn hook_request(msg: proto::CallHookRequest) -> Result<(HookRequest, CallOptions), RequestError> {
+pub fn hook_request(
+    msg: proto::CallHookRequest,
+) -> Result<(HookRequest, CallOptions), RequestError> {
     let mut obj = Map::new();
     if let Some(v) = non_empty(&msg.hook) {
         obj.insert("hook".into(), v);
@@ -49,24 +51,35 @@ pub fn hook_request(msg: proto::CallHookRequest) -> Result<(HookRequest, CallOpt
         obj.insert("fhirAuthorization".into(), Value::Object(a));
     }
     if !msg.context_json.is_empty() {
-        obj.insert("context".into(), parse_json_field("context_json", &msg.context_json)?);
+        obj.insert(
+            "context".into(),
+            parse_json_field("context_json", &msg.context_json)?,
+        );
     }
     if !msg.prefetch_json.is_empty() {
         let mut prefetch = Map::new();
         for (key, text) in &msg.prefetch_json {
-            prefetch.insert(key.clone(), parse_json_field(&format!("prefetch_json[{key}]"), text)?);
+            prefetch.insert(
+                key.clone(),
+                parse_json_field(&format!("prefetch_json[{key}]"), text)?,
+            );
         }
         obj.insert("prefetch".into(), Value::Object(prefetch));
     }
     if !msg.extension_json.is_empty() {
-        obj.insert("extension".into(), parse_json_field("extension_json", &msg.extension_json)?);
+        obj.insert(
+            "extension".into(),
+            parse_json_field("extension_json", &msg.extension_json)?,
+        );
     }
     let request = HookRequest::from_value(Value::Object(obj))?;
     let evaluation_time = if msg.evaluation_time.is_empty() {
         None
     } else {
         Some(parse_evaluation_time(&msg.evaluation_time).ok_or_else(|| {
-            RequestError::Invalid("`evaluation_time` must be an RFC 3339 date-time or a date".into())
+            RequestError::Invalid(
+                "`evaluation_time` must be an RFC 3339 date-time or a date".into(),
+            )
         })?)
     };
     Ok((
@@ -114,7 +127,11 @@ fn action(a: &Action) -> proto::Action {
     proto::Action {
         r#type: a.kind.as_str().to_owned(),
         description: a.description.clone().unwrap_or_default(),
-        resource_json: a.resource.as_ref().map(Value::to_string).unwrap_or_default(),
+        resource_json: a
+            .resource
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default(),
         resource_id: a.resource_id.clone().unwrap_or_default(),
     }
 }
@@ -217,7 +234,11 @@ pub fn feedback(msg: &proto::SubmitFeedbackRequest) -> Result<FeedbackRequest, R
         .iter()
         .map(|f| {
             let mut obj = Map::new();
-            for (key, value) in [("card", &f.card), ("outcome", &f.outcome), ("outcomeTimestamp", &f.outcome_timestamp)] {
+            for (key, value) in [
+                ("card", &f.card),
+                ("outcome", &f.outcome),
+                ("outcomeTimestamp", &f.outcome_timestamp),
+            ] {
                 if let Some(v) = non_empty(value) {
                     obj.insert(key.into(), v);
                 }

@@ -19,8 +19,14 @@ use super::http_error::HttpError;
 pub fn routes(cardinal: Cardinal) -> Router {
     Router::new()
         .route("/cds-services", get(discover).fallback(method_not_allowed))
-        .route("/cds-services/{id}", post(call).fallback(method_not_allowed))
-        .route("/cds-services/{id}/feedback", post(feedback).fallback(method_not_allowed))
+        .route(
+            "/cds-services/{id}",
+            post(call).fallback(method_not_allowed),
+        )
+        .route(
+            "/cds-services/{id}/feedback",
+            post(feedback).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .with_state(cardinal)
@@ -34,14 +40,20 @@ fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, HttpError
     body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            HttpError::new(status, IssueType::TooLong, "request body exceeds the configured size limit")
+            HttpError::new(
+                status,
+                IssueType::TooLong,
+                "request body exceeds the configured size limit",
+            )
         } else {
             HttpError::new(status, IssueType::Invalid, "request body could not be read")
         }
     })
 }
 
-fn evaluation_time(headers: &HeaderMap) -> Result<Option<chrono::DateTime<chrono::Utc>>, HttpError> {
+fn evaluation_time(
+    headers: &HeaderMap,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, HttpError> {
     let Some(value) = headers.get(EVALUATION_TIME_HEADER) else {
         return Ok(None);
     };
@@ -54,7 +66,9 @@ fn evaluation_time(headers: &HeaderMap) -> Result<Option<chrono::DateTime<chrono
             HttpError::new(
                 StatusCode::BAD_REQUEST,
                 IssueType::Invalid,
-                format!("header `{EVALUATION_TIME_HEADER}` must be an RFC 3339 date-time or a date"),
+                format!(
+                    "header `{EVALUATION_TIME_HEADER}` must be an RFC 3339 date-time or a date"
+                ),
             )
         })
 }

@@ -45,12 +45,16 @@ impl From<CallError> for HttpError {
         match err {
             CallError::UnknownService(_) => Self::not_found(err.to_string()),
             CallError::InvalidRequest(e) => e.into(),
-            CallError::PrefetchUnavailable(_) => {
-                Self::new(StatusCode::PRECONDITION_FAILED, IssueType::Incomplete, err.to_string())
-            }
-            CallError::Internal(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, err.to_string())
-            }
+            CallError::PrefetchUnavailable(_) => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                IssueType::Incomplete,
+                err.to_string(),
+            ),
+            CallError::Internal(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                IssueType::Exception,
+                err.to_string(),
+            ),
         }
     }
 }

@@ -58,7 +58,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
         // Without TCP_NODELAY, small gRPC responses wait on Nagle's algorithm (~40 ms per call).
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

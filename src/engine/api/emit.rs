@@ -38,7 +38,11 @@ fn fact_of(name: &str, value: &Dynamic, note: Option<&str>) -> Fact {
             .and_then(|q| q.get("value"))
             .or_else(|| r.get("valueInteger"))
             .map(|v| v.to_string())
-            .or_else(|| r.get("valueString").and_then(|v| v.as_str()).map(str::to_owned))
+            .or_else(|| {
+                r.get("valueString")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
             .or_else(|| code_text(&r));
         fact.unit = quantity
             .and_then(|q| q.get("unit").or_else(|| q.get("code")))
@@ -79,17 +83,26 @@ fn require(name: &str, condition: Dynamic) -> Result<Dynamic, Box<EvalAltResult>
     if met {
         Ok(condition)
     } else {
-        Err(EvalAltResult::ErrorTerminated(Dynamic::from(NOT_MET_TOKEN), rhai::Position::NONE).into())
+        Err(
+            EvalAltResult::ErrorTerminated(Dynamic::from(NOT_MET_TOKEN), rhai::Position::NONE)
+                .into(),
+        )
     }
 }
 
 fn is_empty_array(d: &Dynamic) -> bool {
-    d.is_array() && d.clone().into_array().map(|a| a.is_empty()).unwrap_or(false)
+    d.is_array()
+        && d.clone()
+            .into_array()
+            .map(|a| a.is_empty())
+            .unwrap_or(false)
 }
 
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("card", emit_card);
-    engine.register_fn("because", |name: &str, value: Dynamic| record_fact(fact_of(name, &value, None)));
+    engine.register_fn("because", |name: &str, value: Dynamic| {
+        record_fact(fact_of(name, &value, None))
+    });
     engine.register_fn("because", |name: &str, value: Dynamic, note: &str| {
         record_fact(fact_of(name, &value, Some(note)))
     });

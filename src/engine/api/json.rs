@@ -14,7 +14,9 @@ pub(crate) fn json_to_dynamic(value: &Value) -> Dynamic {
             None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
         },
         Value::String(s) => Dynamic::from(s.clone()),
-        Value::Array(items) => Dynamic::from_array(items.iter().map(json_to_dynamic).collect::<Array>()),
+        Value::Array(items) => {
+            Dynamic::from_array(items.iter().map(json_to_dynamic).collect::<Array>())
+        }
         Value::Object(obj) => {
             let mut map = Map::new();
             for (k, v) in obj {
@@ -52,7 +54,11 @@ pub(crate) fn dynamic_to_json(value: &Dynamic) -> Result<Value, String> {
     }
     if value.is_array() {
         let items = value.clone().into_array().unwrap_or_default();
-        return items.iter().map(dynamic_to_json).collect::<Result<Vec<_>, _>>().map(Value::Array);
+        return items
+            .iter()
+            .map(dynamic_to_json)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array);
     }
     if value.is_map() {
         let map = value.clone().try_cast::<Map>().unwrap_or_default();
@@ -62,5 +68,8 @@ pub(crate) fn dynamic_to_json(value: &Dynamic) -> Result<Value, String> {
         }
         return Ok(Value::Object(obj));
     }
-    Err(format!("a value of type `{}` cannot be put in a card", value.type_name()))
+    Err(format!(
+        "a value of type `{}` cannot be put in a card",
+        value.type_name()
+    ))
 }

@@ -9,9 +9,7 @@ mod record;
 mod resource;
 mod time;
 
-
 pub(crate) use record::{HookContext, Record};
-
 
 use rhai::{Array, Dynamic, Engine};
 

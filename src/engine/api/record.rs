@@ -31,7 +31,12 @@ fn codes_vec(codes: &Dynamic) -> Vec<String> {
 fn find(record: &Record, resource_type: &str, codes: &Dynamic) -> Vec<Resource> {
     let codes = codes_vec(codes);
     let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
-    record.0.newest_first(resource_type, &refs).into_iter().cloned().collect()
+    record
+        .0
+        .newest_first(resource_type, &refs)
+        .into_iter()
+        .cloned()
+        .collect()
 }
 
 fn medications(record: &Record, codes: &Dynamic) -> Vec<Resource> {
@@ -42,7 +47,7 @@ fn medications(record: &Record, codes: &Dynamic) -> Vec<Resource> {
         .flat_map(|ty| record.0.with_codes(ty, &refs))
         .cloned()
         .collect();
-    all.sort_by(|a, b| b.instant().cmp(&a.instant()));
+    all.sort_by_key(|r| std::cmp::Reverse(r.instant()));
     all
 }
 
@@ -75,8 +80,12 @@ pub(super) fn register(engine: &mut Engine) {
             .map(|birth| Dynamic::from_int(time::whole_years(birth, time::today())))
             .unwrap_or(Dynamic::UNIT)
     });
-    engine.register_fn("resources", |r: &mut Record, ty: &str| handles(r.0.of_type(ty)));
-    engine.register_fn("find", |r: &mut Record, ty: &str, codes: Dynamic| handles(&find(r, ty, &codes)));
+    engine.register_fn("resources", |r: &mut Record, ty: &str| {
+        handles(r.0.of_type(ty))
+    });
+    engine.register_fn("find", |r: &mut Record, ty: &str, codes: Dynamic| {
+        handles(&find(r, ty, &codes))
+    });
     engine.register_fn("observations", |r: &mut Record, codes: Dynamic| {
         handles(&find(r, "Observation", &codes))
     });
@@ -91,16 +100,26 @@ pub(super) fn register(engine: &mut Engine) {
         handles(&find(r, "Condition", &codes))
     });
     engine.register_fn("active_conditions", |r: &mut Record, codes: Dynamic| {
-        let hits: Vec<Resource> = find(r, "Condition", &codes).into_iter().filter(is_active).collect();
+        let hits: Vec<Resource> = find(r, "Condition", &codes)
+            .into_iter()
+            .filter(is_active)
+            .collect();
         handles(&hits)
     });
     engine.register_fn("has_active_condition", |r: &mut Record, codes: Dynamic| {
         find(r, "Condition", &codes).iter().any(is_active)
     });
-    engine.register_fn("medications", |r: &mut Record, codes: Dynamic| handles(&medications(r, &codes)));
-    engine.register_fn("medications", |r: &mut Record| handles(&medications(r, &Dynamic::from_array(Array::new()))));
+    engine.register_fn("medications", |r: &mut Record, codes: Dynamic| {
+        handles(&medications(r, &codes))
+    });
+    engine.register_fn("medications", |r: &mut Record| {
+        handles(&medications(r, &Dynamic::from_array(Array::new())))
+    });
     engine.register_fn("active_medications", |r: &mut Record, codes: Dynamic| {
-        let hits: Vec<Resource> = medications(r, &codes).into_iter().filter(is_active).collect();
+        let hits: Vec<Resource> = medications(r, &codes)
+            .into_iter()
+            .filter(is_active)
+            .collect();
         handles(&hits)
     });
     engine.register_fn("active_medications", |r: &mut Record| {
@@ -111,19 +130,26 @@ pub(super) fn register(engine: &mut Engine) {
 
     // The context: any field by name, plus the draft orders as resources.
     engine.register_indexer_get(|c: &mut HookContext, field: &str| {
-        c.0.context().get(field).map(json_to_dynamic).unwrap_or(Dynamic::UNIT)
+        c.0.context()
+            .get(field)
+            .map(json_to_dynamic)
+            .unwrap_or(Dynamic::UNIT)
     });
-    engine.register_get("draft_orders", |c: &mut HookContext| handles(c.0.draft_orders()));
-    engine.register_fn("draft_medications", |c: &mut HookContext, codes: Dynamic| {
-        let codes = codes_vec(&codes);
-        let hits: Vec<Resource> = c
-            .0
-            .draft_orders()
-            .iter()
-            .filter(|r| r.resource_type() == "MedicationRequest")
-            .filter(|r| codes.is_empty() || codes.iter().any(|code| r.has_code(code)))
-            .cloned()
-            .collect();
-        handles(&hits)
+    engine.register_get("draft_orders", |c: &mut HookContext| {
+        handles(c.0.draft_orders())
     });
+    engine.register_fn(
+        "draft_medications",
+        |c: &mut HookContext, codes: Dynamic| {
+            let codes = codes_vec(&codes);
+            let hits: Vec<Resource> =
+                c.0.draft_orders()
+                    .iter()
+                    .filter(|r| r.resource_type() == "MedicationRequest")
+                    .filter(|r| codes.is_empty() || codes.iter().any(|code| r.has_code(code)))
+                    .cloned()
+                    .collect();
+            handles(&hits)
+        },
+    );
 }

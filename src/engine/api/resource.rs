@@ -39,7 +39,9 @@ fn numeric_value(r: &Resource) -> Dynamic {
 
 fn unit(r: &Resource) -> Option<&str> {
     let q = r.get("valueQuantity")?;
-    q.get("unit").or_else(|| q.get("code")).and_then(Value::as_str)
+    q.get("unit")
+        .or_else(|| q.get("code"))
+        .and_then(Value::as_str)
 }
 
 /// Human text of the main code: `text`, else the first coding's display.
@@ -72,23 +74,38 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_indexer_get(|r: &mut ResourceHandle, field: &str| {
         r.0.get(field).map(json_to_dynamic).unwrap_or(Dynamic::UNIT)
     });
-    engine.register_get("resource_type", |r: &mut ResourceHandle| r.0.resource_type().to_owned());
+    engine.register_get("resource_type", |r: &mut ResourceHandle| {
+        r.0.resource_type().to_owned()
+    });
     engine.register_get("reference", |r: &mut ResourceHandle| opt(r.0.reference()));
-    engine.register_get("date", |r: &mut ResourceHandle| opt(r.0.date().map(str::to_owned)));
+    engine.register_get("date", |r: &mut ResourceHandle| {
+        opt(r.0.date().map(str::to_owned))
+    });
     engine.register_get("value", |r: &mut ResourceHandle| numeric_value(&r.0));
-    engine.register_get("unit", |r: &mut ResourceHandle| opt(unit(&r.0).map(str::to_owned)));
+    engine.register_get("unit", |r: &mut ResourceHandle| {
+        opt(unit(&r.0).map(str::to_owned))
+    });
     engine.register_get("code_text", |r: &mut ResourceHandle| opt(code_text(&r.0)));
     engine.register_get("is_active", |r: &mut ResourceHandle| is_active(&r.0));
     engine.register_get("days_ago", |r: &mut ResourceHandle| {
-        opt(r.0.date().and_then(parse_fhir_date).map(|d| time::days_between(d, time::today())))
+        opt(r
+            .0
+            .date()
+            .and_then(parse_fhir_date)
+            .map(|d| time::days_between(d, time::today())))
     });
     engine.register_fn("has_code", |r: &mut ResourceHandle, codes: Dynamic| {
         codes_of(&codes).iter().any(|c| r.0.has_code(c))
     });
     engine.register_fn("to_string", |r: &mut ResourceHandle| {
-        r.0.reference().unwrap_or_else(|| r.0.resource_type().to_owned())
+        r.0.reference()
+            .unwrap_or_else(|| r.0.resource_type().to_owned())
     });
     engine.register_fn("to_debug", |r: &mut ResourceHandle| {
-        format!("Resource({})", r.0.reference().unwrap_or_else(|| r.0.resource_type().to_owned()))
+        format!(
+            "Resource({})",
+            r.0.reference()
+                .unwrap_or_else(|| r.0.resource_type().to_owned())
+        )
     });
 }

@@ -28,7 +28,9 @@ pub(crate) fn whole_years(from: NaiveDate, to: NaiveDate) -> i64 {
 fn date_arg(ctx: &NativeCallContext, s: &str) -> Result<NaiveDate, Box<EvalAltResult>> {
     parse_fhir_date(s).ok_or_else(|| {
         EvalAltResult::ErrorRuntime(
-            Dynamic::from(format!("`{s}` is not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD...)")),
+            Dynamic::from(format!(
+                "`{s}` is not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD...)"
+            )),
             ctx.call_position(),
         )
         .into()
@@ -38,15 +40,21 @@ fn date_arg(ctx: &NativeCallContext, s: &str) -> Result<NaiveDate, Box<EvalAltRe
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("now", || run_state::now().to_rfc3339());
     engine.register_fn("today", || today().to_string());
-    engine.register_fn("days_between", |ctx: NativeCallContext, a: &str, b: &str| {
-        Ok::<_, Box<EvalAltResult>>(days_between(date_arg(&ctx, a)?, date_arg(&ctx, b)?))
-    });
+    engine.register_fn(
+        "days_between",
+        |ctx: NativeCallContext, a: &str, b: &str| {
+            Ok::<_, Box<EvalAltResult>>(days_between(date_arg(&ctx, a)?, date_arg(&ctx, b)?))
+        },
+    );
     engine.register_fn("days_since", |ctx: NativeCallContext, a: &str| {
         Ok::<_, Box<EvalAltResult>>(days_between(date_arg(&ctx, a)?, today()))
     });
-    engine.register_fn("years_between", |ctx: NativeCallContext, a: &str, b: &str| {
-        Ok::<_, Box<EvalAltResult>>(whole_years(date_arg(&ctx, a)?, date_arg(&ctx, b)?))
-    });
+    engine.register_fn(
+        "years_between",
+        |ctx: NativeCallContext, a: &str, b: &str| {
+            Ok::<_, Box<EvalAltResult>>(whole_years(date_arg(&ctx, a)?, date_arg(&ctx, b)?))
+        },
+    );
 }
 
 #[cfg(test)]

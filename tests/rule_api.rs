@@ -1,0 +1,232 @@
+//! The rule API as informaticists use it: each test writes a one-rule service, evaluates a real
+//! request in-process (the same path the servers use) and checks what the rule computed.
+
+mod common;
+
+use cardinal::cds_hooks::HookRequest;
+use cardinal::config::Config;
+use cardinal::engine::Verdict;
+use cardinal::evaluator::{CallOptions, Cardinal, Evaluation, parse_evaluation_time};
+use serde_json::{Value, json};
+
+fn evaluate_with(rule: &str, hook: &str, request: Value, now: &str) -> Evaluation {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = dir.path().join("api-test");
+    std::fs::create_dir_all(&service).expect("mkdir");
+    std::fs::write(
+        service.join("service.toml"),
+        format!("id = \"api-test\"\nhook = \"{hook}\"\ndescription = \"rule API test\"\nversion = \"9.9.9\"\n"),
+    )
+    .expect("manifest");
+    std::fs::write(service.join("rule.rhai"), rule).expect("rule");
+    let config = Config {
+        rules_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let cardinal = Cardinal::load(config).unwrap_or_else(|e| panic!("load failed:\n{e}"));
+    let request = HookRequest::from_value(request).expect("valid request");
+    let options = CallOptions {
+        evaluation_time: parse_evaluation_time(now),
+        trace_id: None,
+    };
+    cardinal
+        .evaluate("api-test", request, options)
+        .expect("evaluation")
+}
+
+/// Runs `rule` on the metformin fixture (order-sign) and returns the summaries of its cards.
+fn summaries(rule: &str, now: &str) -> Vec<String> {
+    let eval = evaluate_with(
+        rule,
+        "order-sign",
+        common::request_fixture("metformin-egfr-low"),
+        now,
+    );
+    if let Verdict::Error(e) = &eval.outcomes[0].verdict {
+        panic!("rule failed: {e:?}");
+    }
+    eval.response
+        .cards
+        .iter()
+        .map(|c| c.summary.clone())
+        .collect()
+}
+
+#[test]
+fn age_uses_the_evaluation_date_not_the_wall_clock() {
+    // Born 1958-03-14.
+    let rule = r#"card(#{ summary: `age ${patient.age}`, indicator: "info" });"#;
+    assert_eq!(summaries(rule, "2026-03-13"), ["age 67"]);
+    assert_eq!(summaries(rule, "2026-03-14"), ["age 68"]);
+    assert_eq!(summaries(rule, "2000-01-01"), ["age 41"]);
+}
+
+#[test]
+fn latest_observation_is_the_newest_of_any_listed_code() {
+    let rule = r#"
+        let o = patient.latest_observation(["33914-3", "62238-1"]);
+        card(#{ summary: `${o.id} ${o.value} ${o.unit} ${o.date}`, indicator: "info" });
+    "#;
+    assert_eq!(
+        summaries(rule, "2026-11-25"),
+        ["egfr-2026-10 24 mL/min/{1.73_m2} 2026-10-02T09:30:00Z"]
+    );
+    let older_only = r#"
+        let o = patient.latest_observation("http://loinc.org|33914-3");
+        card(#{ summary: `${o.id} ${o.value}`, indicator: "info" });
+    "#;
+    assert_eq!(summaries(older_only, "2026-11-25"), ["egfr-2026-04 52"]);
+}
+
+#[test]
+fn codes_with_the_wrong_system_do_not_match() {
+    let rule = r#"
+        let hits = patient.observations("http://snomed.info/sct|62238-1");
+        card(#{ summary: `hits ${hits.len()}`, indicator: "info" });
+    "#;
+    assert_eq!(summaries(rule, "2026-11-25"), ["hits 0"]);
+}
+
+#[test]
+fn draft_orders_are_not_part_of_the_record() {
+    let rule = r#"
+        let drafts = context.draft_medications(["861007"]);
+        let record = patient.medications(["861007"]);
+        card(#{ summary: `draft ${drafts.len()} record ${record.len()} ${drafts[0].reference}`, indicator: "info" });
+    "#;
+    assert_eq!(
+        summaries(rule, "2026-11-25"),
+        ["draft 1 record 0 MedicationRequest/medrx-metformin"]
+    );
+}
+
+#[test]
+fn any_field_can_be_read_by_path() {
+    let rule = r#"
+        let order = context.draft_orders[0];
+        let dose = order.dosageInstruction[0].doseAndRate[0].doseQuantity;
+        let freq = order.dosageInstruction[0].timing.repeat.frequency;
+        let missing = order.noSuchField;
+        card(#{ summary: `${dose.value} ${dose.unit} x${freq} ${missing == ()}`, indicator: "info" });
+    "#;
+    assert_eq!(summaries(rule, "2026-11-25"), ["500 mg x2 true"]);
+}
+
+#[test]
+fn dates_are_relative_to_the_evaluation_time() {
+    let rule = r#"
+        let o = patient.latest_observation("62238-1");
+        card(#{ summary: `${o.days_ago} ${days_since("2026-11-01")} ${today()} ${days_between("2023-01-31", "2023-05-01")}`, indicator: "info" });
+    "#;
+    assert_eq!(
+        summaries(rule, "2026-11-25T08:00:00Z"),
+        ["54 24 2026-11-25 90"]
+    );
+}
+
+#[test]
+fn require_stops_quietly_and_names_the_failed_condition() {
+    let rule = r#"
+        let egfr = require("an eGFR on record", patient.latest_observation("62238-1"));
+        require("eGFR below 10", egfr.value < 10);
+        card(#{ summary: "unreachable", indicator: "info" });
+    "#;
+    let eval = evaluate_with(
+        rule,
+        "order-sign",
+        common::request_fixture("metformin-egfr-low"),
+        "2026-11-25",
+    );
+    let outcome = &eval.outcomes[0];
+    assert_eq!(outcome.verdict, Verdict::NotFired);
+    assert_eq!(outcome.failed_condition(), Some("eGFR below 10"));
+    assert_eq!(outcome.conditions.len(), 2);
+    assert!(eval.response.cards.is_empty());
+    assert!(eval.response.extension.diagnostics.is_empty());
+}
+
+#[test]
+fn because_records_facts_from_resources_and_values() {
+    let rule = r#"
+        let egfr = patient.latest_observation("62238-1");
+        because("eGFR", egfr, "threshold 30");
+        because("Age", patient.age);
+        card(#{ summary: "facts", indicator: "warning", detail: "Detail." });
+    "#;
+    let eval = evaluate_with(
+        rule,
+        "order-sign",
+        common::request_fixture("metformin-egfr-low"),
+        "2026-11-25",
+    );
+    let card = &eval.response.cards[0];
+    let explanation = card.explanation().expect("explanation");
+    assert_eq!(explanation.rule_id, "rule");
+    assert_eq!(explanation.rule_version, "9.9.9");
+    assert_eq!(explanation.service_id, "api-test");
+    assert_eq!(explanation.evaluated_at, "2026-11-25T00:00:00Z");
+    let egfr = &explanation.facts[0];
+    assert_eq!(egfr.value.as_deref(), Some("24"));
+    assert_eq!(egfr.unit.as_deref(), Some("mL/min/{1.73_m2}"));
+    assert_eq!(egfr.reference.as_deref(), Some("Observation/egfr-2026-10"));
+    assert_eq!(egfr.origin.as_deref(), Some("prefetch"));
+    assert_eq!(egfr.note.as_deref(), Some("threshold 30"));
+    assert_eq!(explanation.facts[1].value.as_deref(), Some("68"));
+    let detail = card.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.starts_with("Detail.\n\n**Why this card**"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("- eGFR: 24 mL/min/{1.73_m2} on 2026-10-02T09:30:00Z (threshold 30)"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn conditions_and_active_status() {
+    let request = json!({
+        "hook": "patient-view",
+        "hookInstance": "7d0b1a52-6a0e-4c55-9f3c-2a2b1c0d9e8f",
+        "context": {"userId": "Practitioner/1", "patientId": "p"},
+        "prefetch": {"conditions": {"resourceType": "Bundle", "type": "searchset", "entry": [
+            {"resource": {"resourceType": "Condition", "id": "ckd",
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "431857002", "display": "Chronic kidney disease stage 4"},
+                                    {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "N18.4"}]},
+                "onsetDateTime": "2024-02-01"}},
+            {"resource": {"resourceType": "Condition", "id": "old-htn",
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003", "display": "Hypertension"}]}}}
+        ]}}
+    });
+    let rule = r#"
+        let ckd = patient.has_active_condition(["http://hl7.org/fhir/sid/icd-10-cm|N18.4"]);
+        let htn = patient.has_active_condition("38341003");
+        let all = patient.conditions(["38341003", "431857002"]).len();
+        card(#{ summary: `${ckd} ${htn} ${all}`, indicator: "info" });
+    "#;
+    let eval = evaluate_with(rule, "patient-view", request, "2026-11-25");
+    assert_eq!(eval.response.cards[0].summary, "true false 2");
+}
+
+#[test]
+fn card_errors_name_the_field_and_location() {
+    let rule = "let x = 1;\ncard(#{ summary: \"ok\", indicator: \"info\", sugestions: [] });\n";
+    let eval = evaluate_with(
+        rule,
+        "order-sign",
+        common::request_fixture("metformin-egfr-low"),
+        "2026-11-25",
+    );
+    let Verdict::Error(err) = &eval.outcomes[0].verdict else {
+        panic!("expected an error, got {:?}", eval.outcomes[0].verdict);
+    };
+    assert!(
+        err.message.contains("unknown card field `sugestions`"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.line, Some(2));
+    assert_eq!(eval.response.extension.diagnostics.len(), 1);
+}
