@@ -171,11 +171,22 @@ impl Cardinal {
             .await
             .map_err(|_| CallError::Internal("evaluation pool closed".into()))?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let hook_instance = request.hook_instance.clone();
+        let evaluation = tokio::task::spawn_blocking(move || {
             this.evaluate_admitted(&service, request, now, options.trace_id)
         })
         .await
-        .map_err(|_| CallError::Internal("evaluation task failed".into()))
+        .map_err(|_| CallError::Internal("evaluation task failed".into()))?;
+        // Ids, counts and timings only: the request itself is patient data.
+        tracing::info!(
+            service = %evaluation.service_id,
+            hook_instance = %hook_instance,
+            cards = evaluation.response.cards.len(),
+            rule_errors = evaluation.response.extension.diagnostics.len(),
+            duration_us = evaluation.duration.as_micros() as u64,
+            "hook call evaluated"
+        );
+        Ok(evaluation)
     }
 
     /// The same evaluation, synchronously (CLI, benchmarks).
