@@ -1,0 +1,116 @@
+//! The `cardinal` binary: configuration sources and `check`, as an operator or CI uses them.
+
+use std::process::{Command, Output};
+
+fn cardinal(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardinal"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run cardinal")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_accepts_the_shipped_rules() {
+    let out = cardinal(&["check", "rules"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("3 services, 3 rules"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn rules_dir_comes_from_the_environment() {
+    let out = cardinal(
+        &["check"],
+        &[("CARDINAL_RULES_DIR", "tests/fixtures/rules-broken")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("broken.rhai:3:14: Unexpected ';'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 error(s)"), "{stderr}");
+}
+
+#[test]
+fn rules_dir_comes_from_the_config_file_and_env_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cardinal.toml");
+    std::fs::write(&file, "rules_dir = \"tests/fixtures/rules-sandbox\"\n").expect("write");
+    let path = file.to_string_lossy().into_owned();
+    let out = cardinal(&["--config", &path, "check"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 services, 8 rules"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cardinal(
+        &["check"],
+        &[("CARDINAL_CONFIG", &path), ("CARDINAL_RULES_DIR", "rules")],
+    );
+    assert!(
+        text(&out.stdout).contains("3 services, 3 rules"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn unknown_or_invalid_settings_are_refused() {
+    let out = cardinal(&["check"], &[("CARDINAL_SANDBOX__RULE_TIMEOUT_MSS", "5")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("rule_timeout_mss"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cardinal(&["check"], &[("CARDINAL_LISTEN", "not-an-address")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("invalid configuration"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cardinal(&["--config", "no/such/file.toml", "check"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_on_broken_rules() {
+    let out = cardinal(
+        &[
+            "serve",
+            "--rules",
+            "tests/fixtures/rules-broken",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("misspelt.rhai:2:9: Undefined variable: patinet"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("service.toml:5:1: unknown field `titel`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+}
