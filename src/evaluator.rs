@@ -111,13 +111,14 @@ impl Cardinal {
             .ok_or_else(|| CallError::UnknownService(id.to_owned()))
     }
 
-    /// Checks a request against its service and settles the evaluation time.
+    /// Finds the service, checks the request against it and settles the evaluation time.
     fn admit(
         &self,
-        service: &CdsService,
+        service_id: &str,
         request: &HookRequest,
         options: &CallOptions,
-    ) -> Result<DateTime<Utc>, CallError> {
+    ) -> Result<(Arc<CdsService>, DateTime<Utc>), CallError> {
+        let service = Arc::clone(self.service(service_id)?);
         if request.hook != service.hook() {
             return Err(RequestError::HookMismatch {
                 service: service.id().to_owned(),
@@ -153,7 +154,7 @@ impl Cardinal {
             )
             .into());
         }
-        Ok(pinned.unwrap_or_else(Utc::now))
+        Ok((service, pinned.unwrap_or_else(Utc::now)))
     }
 
     /// Evaluates a hook call off the async runtime, at most `max_concurrent_evaluations` at once.
@@ -163,8 +164,7 @@ impl Cardinal {
         request: HookRequest,
         options: CallOptions,
     ) -> Result<Evaluation, CallError> {
-        let service = Arc::clone(self.service(service_id)?);
-        let now = self.admit(&service, &request, &options)?;
+        let (service, now) = self.admit(service_id, &request, &options)?;
         let _permit = self
             .permits
             .acquire()
@@ -196,8 +196,7 @@ impl Cardinal {
         request: HookRequest,
         options: CallOptions,
     ) -> Result<Evaluation, CallError> {
-        let service = Arc::clone(self.service(service_id)?);
-        let now = self.admit(&service, &request, &options)?;
+        let (service, now) = self.admit(service_id, &request, &options)?;
         Ok(self.evaluate_admitted(&service, request, now, options.trace_id))
     }
 
