@@ -7,9 +7,11 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
 use axum::http::{Method, header};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::evaluator::Cardinal;
@@ -30,12 +32,29 @@ pub async fn router(cardinal: Cardinal) -> Router {
         ])
         .max_age(std::time::Duration::from_secs(3600));
     let http = http::routes(cardinal.clone())
+        .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(cors);
+    // tonic's router answers unknown gRPC methods with `UNIMPLEMENTED`, as gRPC clients expect.
     let grpc = grpc::routes(cardinal).await.into_axum_router();
-    // tonic's router answers unknown paths with a gRPC "unimplemented"; plain HTTP callers get a
-    // CDS Hooks style 404 instead.
-    grpc.merge(http).fallback(http::not_found)
+    // Dispatch by protocol, not by path: a gRPC client always gets a gRPC status, and a plain HTTP
+    // caller always gets a JSON answer, whatever path either asks for.
+    Router::new().fallback_service(tower::service_fn(move |request: Request| {
+        let target = if is_grpc(&request) {
+            grpc.clone()
+        } else {
+            http.clone()
+        };
+        target.oneshot(request)
+    }))
+}
+
+fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
 /// A bound, not yet serving, Cardinal server.

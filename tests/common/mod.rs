@@ -46,7 +46,8 @@ impl TestServer {
 
     pub async fn start_with(mut config: Config) -> Self {
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
-        let cardinal = Cardinal::load(config).unwrap_or_else(|e| panic!("rules failed to load:\n{e}"));
+        let cardinal =
+            Cardinal::load(config).unwrap_or_else(|e| panic!("rules failed to load:\n{e}"));
         let server = Server::bind(cardinal.clone(), "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind 127.0.0.1:0");
