@@ -128,6 +128,13 @@ impl Cardinal {
             .into());
         }
         hook_context::validate(&request.hook, &request.context)?;
+        let missing = missing_prefetch(&service, request);
+        if !missing.is_empty() {
+            return Err(CallError::PrefetchUnavailable(format!(
+                "prefetch {} not provided by the EHR, and no FHIR server fetch is available",
+                missing.join(", ")
+            )));
+        }
         let from_extension = match request
             .extension
             .as_ref()
@@ -282,6 +289,23 @@ impl Cardinal {
         self.service(service_id)?;
         Ok(feedback.feedback.len())
     }
+}
+
+/// Declared prefetch keys the request does not answer. A key is answered by a resource, a Bundle or
+/// `null` ("no such resource"); an absent key or an OperationOutcome (the EHR's prefetch failed) is not.
+fn missing_prefetch<'a>(service: &'a CdsService, request: &HookRequest) -> Vec<&'a str> {
+    service
+        .manifest
+        .prefetch
+        .keys()
+        .filter(|key| match request.prefetch.get(key.as_str()) {
+            None => true,
+            Some(value) => {
+                value.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
+            }
+        })
+        .map(String::as_str)
+        .collect()
 }
 
 /// Logs a rule's verdict: ids, kind and location only. Rule messages can quote patient data.

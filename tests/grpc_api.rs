@@ -509,7 +509,7 @@ async fn call_hook_metformin_not_fired_returns_no_cards() {
     let response = client
         .call_hook(call_request(
             "warfarin-nsaid",
-            &metformin_fixture(),
+            &with_empty_medications(metformin_fixture()),
             EVALUATION_TIME,
         ))
         .await
@@ -517,6 +517,14 @@ async fn call_hook_metformin_not_fired_returns_no_cards() {
         .into_inner();
     assert!(response.cards.is_empty(), "{:#?}", response.cards);
     server.stop().await;
+}
+
+/// The warfarin-nsaid service also declares a `medications` prefetch key: answer it with an empty
+/// search result (the patient takes nothing else), as an EHR would.
+fn with_empty_medications(mut body: Value) -> Value {
+    body["prefetch"]["medications"] =
+        json!({"resourceType": "Bundle", "type": "searchset", "total": 0});
+    body
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -533,7 +541,11 @@ async fn grpc_and_http_return_the_same_cards() {
     let cases = [
         ("metformin-renal", metformin_fixture(), 1),
         ("metformin-renal", egfr_38, 1),
-        ("warfarin-nsaid", metformin_fixture(), 0),
+        (
+            "warfarin-nsaid",
+            with_empty_medications(metformin_fixture()),
+            0,
+        ),
         (
             "patient-greeting",
             common::request_fixture("sandbox-patient-view"),
@@ -1224,5 +1236,30 @@ async fn grpc_call_to_an_unknown_service_is_unimplemented() {
         .await
         .expect_err("no such gRPC service");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_hook_missing_prefetch_is_failed_precondition_like_http() {
+    let server = TestServer::start().await;
+    let mut client = client(&server).await;
+    let mut body = metformin_fixture();
+    body["prefetch"]
+        .as_object_mut()
+        .expect("prefetch object")
+        .remove("egfr");
+
+    let status = grpc_error(
+        &mut client,
+        call_request("metformin-renal", &body, EVALUATION_TIME),
+    )
+    .await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("egfr"), "{}", status.message());
+
+    let (http_status, outcome) =
+        http_call(&server, "metformin-renal", &body, Some(EVALUATION_TIME)).await;
+    assert_eq!(http_status, reqwest::StatusCode::PRECONDITION_FAILED);
+    assert_eq!(status.message(), diagnostics_of(&outcome));
     server.stop().await;
 }

@@ -1348,3 +1348,40 @@ fn check_reports_broken_rules_and_passes_the_shipped_ones() {
     );
     assert!(stdout.contains("3 services, 3 rules"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_that_was_not_provided_is_412_naming_the_keys() {
+    let server = TestServer::start().await;
+    // No prefetch at all: both declared keys are named.
+    let mut body = request_fixture("metformin-egfr-low");
+    body.as_object_mut().expect("object").remove("prefetch");
+    let request = client()
+        .post(server.url("/cds-services/metformin-renal"))
+        .json(&body);
+    let refusal = expect_refusal(request, StatusCode::PRECONDITION_FAILED).await;
+    assert_mentions(&refusal.diagnostics, &["egfr, patient", "not provided"]);
+    assert_eq!(refusal.code, "incomplete");
+
+    // An OperationOutcome in a key (the EHR's prefetch failed) counts as not provided.
+    let mut body = request_fixture("metformin-egfr-low");
+    body["prefetch"]["egfr"] = json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout", "diagnostics": "search timed out"}]
+    });
+    let request = client()
+        .post(server.url("/cds-services/metformin-renal"))
+        .json(&body);
+    let refusal = expect_refusal(request, StatusCode::PRECONDITION_FAILED).await;
+    assert_mentions(&refusal.diagnostics, &["prefetch egfr"]);
+    assert!(
+        !refusal.diagnostics.contains("patient,"),
+        "{}",
+        refusal.diagnostics
+    );
+
+    // `null` means "no such resource": provided, so the call is evaluated.
+    let mut body = request_fixture("metformin-egfr-low");
+    body["prefetch"]["egfr"] = Value::Null;
+    let response = call_ok(&server, "metformin-renal", &body).await;
+    assert_eq!(response["cards"], json!([]));
+}
