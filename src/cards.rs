@@ -82,9 +82,21 @@ fn action(value: Value, path: &str) -> Result<Action, String> {
         ActionType::parse(&kind).ok_or(format!("`{p}type` must be create, update or delete"))?;
     let resource = match obj.remove("resource") {
         None | Some(Value::Null) => None,
-        Some(r @ Value::Object(_)) => Some(r),
-        Some(_) => return Err(format!("`{p}resource` must be a FHIR resource")),
+        Some(r)
+            if r.get("resourceType")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty()) =>
+        {
+            Some(r)
+        }
+        Some(_) => {
+            return Err(format!(
+                "`{p}resource` must be a FHIR resource with a `resourceType`"
+            ));
+        }
     };
+    let description =
+        take_str(&mut obj, "description", &p)?.ok_or(format!("`{p}description` is required"))?;
     let resource_id = take_str(&mut obj, "resourceId", &p)?;
     match kind {
         ActionType::Create | ActionType::Update if resource.is_none() => {
@@ -100,7 +112,7 @@ fn action(value: Value, path: &str) -> Result<Action, String> {
     }
     Ok(Action {
         kind,
-        description: take_str(&mut obj, "description", &p)?,
+        description: Some(description),
         resource,
         resource_id,
     })
@@ -172,6 +184,8 @@ pub fn from_rule_spec(spec: Value, default_source: &Source) -> Result<Card, Stri
         None if !suggestions.is_empty() => Some(SelectionBehavior::AtMostOne),
         None => None,
     };
+    // Meaningless without suggestions (a rule may build the list conditionally): left out.
+    let selection_behavior = selection_behavior.filter(|_| !suggestions.is_empty());
     let override_reasons = take_array(&mut obj, "overrideReasons", "")?
         .into_iter()
         .enumerate()
@@ -268,7 +282,7 @@ mod tests {
         let card = from_rule_spec(spec, &src()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(card.selection_behavior, Some(SelectionBehavior::AtMostOne));
         let spec = json!({"summary": "a", "indicator": "warning",
-            "suggestions": [{"label": "Cancel", "actions": [{"type": "delete"}]}]});
+            "suggestions": [{"label": "Cancel", "actions": [{"type": "delete", "description": "x"}]}]});
         assert!(
             from_rule_spec(spec, &src())
                 .unwrap_err()

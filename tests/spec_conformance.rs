@@ -1376,7 +1376,7 @@ fn cards_built_by_rules_drop_empty_optional_fields_and_refuse_invalid_ones() {
 /// Rule input that still reaches the wire in a non-conformant shape. Each case is a bug in `src/`
 /// (reported with the test suite); run with `cargo test -- --ignored` once they are fixed.
 #[test]
-#[ignore = "src bugs: empty strings in facts (engine/api/emit.rs); selectionBehavior without suggestions, empty action resource and action without description accepted (cards.rs)"]
+
 fn rule_input_that_should_not_reach_the_wire() {
     let (_dir, cardinal) = edge_service(&[
         // `because` with empty strings: `"value": ""`, `"name": ""`, `"note": ""` in the explanation.

@@ -192,8 +192,18 @@ pub struct Card {
     pub override_reasons: Vec<Coding>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<Link>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_extension")]
     pub extension: Option<CardExtension>,
+}
+
+fn skip_extension(extension: &Option<CardExtension>) -> bool {
+    extension.as_ref().is_none_or(CardExtension::is_empty)
+}
+
+impl CardExtension {
+    pub fn is_empty(&self) -> bool {
+        self.explanation.is_none() && self.other.is_empty()
+    }
 }
 
 impl Card {

@@ -29,7 +29,7 @@ fn emit_card(ctx: NativeCallContext, spec: rhai::Map) -> Result<(), Box<EvalAltR
 fn fact_of(name: &str, value: &Dynamic, note: Option<&str>) -> Fact {
     let mut fact = Fact {
         name: name.to_owned(),
-        note: note.map(str::to_owned),
+        note: non_blank(note),
         ..Fact::default()
     };
     if let Some(ResourceHandle(r)) = value.clone().try_cast::<ResourceHandle>() {
@@ -52,19 +52,27 @@ fn fact_of(name: &str, value: &Dynamic, note: Option<&str>) -> Fact {
         fact.reference = r.reference();
         fact.origin = Some(r.origin().as_str().to_owned());
     } else if !value.is_unit() {
-        fact.value = Some(value.to_string());
+        fact.value = non_blank(Some(&value.to_string()));
         fact.origin = Some("rule".to_owned());
     }
     fact
 }
 
-fn record_fact(fact: Fact) {
+fn non_blank(text: Option<&str>) -> Option<String> {
+    text.filter(|t| !t.trim().is_empty()).map(str::to_owned)
+}
+
+fn record_fact(ctx: &NativeCallContext, fact: Fact) -> Result<(), Box<EvalAltResult>> {
+    if fact.name.trim().is_empty() {
+        return Err(runtime_error(ctx, "`because` needs a fact name".into()));
+    }
     run_state::with_run(|run| {
         // Bounded, like everything a rule can grow.
         if run.facts.len() < 200 {
             run.facts.push(fact);
         }
     });
+    Ok(())
 }
 
 /// `require(name, condition)`: stops the rule (not fired) when the condition is false or `()`;
@@ -100,11 +108,17 @@ fn is_empty_array(d: &Dynamic) -> bool {
 
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("card", emit_card);
-    engine.register_fn("because", |name: &str, value: Dynamic| {
-        record_fact(fact_of(name, &value, None))
-    });
-    engine.register_fn("because", |name: &str, value: Dynamic, note: &str| {
-        record_fact(fact_of(name, &value, Some(note)))
-    });
+    engine.register_fn(
+        "because",
+        |ctx: NativeCallContext, name: &str, value: Dynamic| {
+            record_fact(&ctx, fact_of(name, &value, None))
+        },
+    );
+    engine.register_fn(
+        "because",
+        |ctx: NativeCallContext, name: &str, value: Dynamic, note: &str| {
+            record_fact(&ctx, fact_of(name, &value, Some(note)))
+        },
+    );
     engine.register_fn("require", require);
 }
