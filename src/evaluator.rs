@@ -300,9 +300,7 @@ fn missing_prefetch<'a>(service: &'a CdsService, request: &HookRequest) -> Vec<&
         .keys()
         .filter(|key| match request.prefetch.get(key.as_str()) {
             None => true,
-            Some(value) => {
-                value.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
-            }
+            Some(value) => value.is_operation_outcome(),
         })
         .map(String::as_str)
         .collect()

@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod explanation;
 pub mod feedback;
 pub mod operation_outcome;
+pub mod prefetch;
 pub mod request;
 pub mod response;
 
@@ -21,6 +22,7 @@ pub use discovery::{Discovery, ServiceDescriptor};
 pub use explanation::{Explanation, Fact};
 pub use feedback::{FeedbackEntry, FeedbackOutcome, FeedbackRequest};
 pub use operation_outcome::{IssueType, OperationOutcome};
+pub use prefetch::{Prefetch, PrefetchValue};
 pub use request::{FhirAuthorization, HookRequest, RequestError};
 pub use response::{Diagnostic, HookResponse};
 

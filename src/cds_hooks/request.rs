@@ -6,6 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::prefetch::{Prefetch, PrefetchField};
+
 /// Why a request (or feedback) was refused. Messages name fields, never values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -72,20 +74,15 @@ impl fmt::Debug for FhirAuthorization {
 }
 
 /// A CDS Hooks call, transport-free. Both the HTTP and the gRPC transport build one of these.
-#[derive(Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone)]
 pub struct HookRequest {
     pub hook: String,
     pub hook_instance: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fhir_server: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fhir_authorization: Option<FhirAuthorization>,
     pub context: Map<String, Value>,
-    /// Prefetch key -> resource, Bundle, or `null` ("no such resource").
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub prefetch: Map<String, Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Prefetch key -> resource, Bundle, or `null` ("no such resource"), kept as raw JSON.
+    pub prefetch: Prefetch,
     pub extension: Option<Map<String, Value>>,
 }
 
@@ -100,20 +97,95 @@ impl fmt::Debug for HookRequest {
     }
 }
 
+/// The request body as read in one pass: small fields as JSON values (validated by hand below, so
+/// every message is Cardinal's own), prefetch as raw resources.
+#[derive(Deserialize, Default)]
+struct Wire {
+    #[serde(default)]
+    hook: Option<Value>,
+    #[serde(default, rename = "hookInstance")]
+    hook_instance: Option<Value>,
+    #[serde(default, rename = "fhirServer")]
+    fhir_server: Option<Value>,
+    #[serde(default, rename = "fhirAuthorization")]
+    fhir_authorization: Option<Value>,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    prefetch: Option<PrefetchField>,
+    #[serde(default)]
+    extension: Option<Value>,
+}
+
+/// A data error from the request reader. Cardinal's own messages (which name a field) pass through;
+/// anything else is replaced, because serde's messages can quote the offending value.
+fn data_error(err: &serde_json::Error) -> RequestError {
+    let text = err.to_string();
+    let message = text.split(" at line ").next().unwrap_or_default();
+    if message.starts_with('`') {
+        RequestError::Invalid(message.to_owned())
+    } else if message.starts_with("duplicate field") {
+        RequestError::Invalid(format!("{message} in the request"))
+    } else {
+        RequestError::Invalid(format!(
+            "request body has a value of the wrong type (line {}, column {})",
+            err.line(),
+            err.column()
+        ))
+    }
+}
+
 impl HookRequest {
     /// Parses and validates the JSON body of `POST /cds-services/{id}`.
     pub fn from_json_bytes(body: &[u8]) -> Result<Self, RequestError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::from_json(&e))?;
-        Self::from_value(value)
+        // serde would read a JSON array as a struct's fields in order; only an object is a request.
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|&b| b != b'{') {
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    Ok(_) => RequestError::NotAnObject,
+                    Err(e) => RequestError::from_json(&e),
+                },
+            );
+        }
+        let wire: Wire = serde_json::from_slice(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => data_error(&e),
+            _ => RequestError::from_json(&e),
+        })?;
+        Self::from_wire(wire)
     }
 
+    /// Validates a request given as a JSON value (tests, tools). Same rules as the HTTP body.
     pub fn from_value(value: Value) -> Result<Self, RequestError> {
-        let Value::Object(mut obj) = value else {
+        if !value.is_object() {
             return Err(RequestError::NotAnObject);
+        }
+        let bytes = serde_json::to_vec(&value).map_err(|e| RequestError::Invalid(e.to_string()))?;
+        Self::from_json_bytes(&bytes)
+    }
+
+    /// Validates a request whose prefetch was read separately (the gRPC transport, which carries
+    /// each prefetch answer as its own JSON text). `fields` holds every other top-level field.
+    pub fn from_parts(
+        mut fields: Map<String, Value>,
+        prefetch: Prefetch,
+    ) -> Result<Self, RequestError> {
+        let wire = Wire {
+            hook: fields.remove("hook"),
+            hook_instance: fields.remove("hookInstance"),
+            fhir_server: fields.remove("fhirServer"),
+            fhir_authorization: fields.remove("fhirAuthorization"),
+            context: fields.remove("context"),
+            prefetch: Some(PrefetchField(prefetch)),
+            extension: fields.remove("extension"),
         };
-        let hook = take_string(&mut obj, "hook")?.ok_or_else(|| missing("hook"))?;
-        let hook_instance =
-            take_string(&mut obj, "hookInstance")?.ok_or_else(|| missing("hookInstance"))?;
+        Self::from_wire(wire)
+    }
+
+    fn from_wire(wire: Wire) -> Result<Self, RequestError> {
+        let hook = string_field(wire.hook, "hook")?.ok_or_else(|| missing("hook"))?;
+        let hook_instance = string_field(wire.hook_instance, "hookInstance")?
+            .ok_or_else(|| missing("hookInstance"))?;
         if hook.is_empty() {
             return Err(RequestError::Invalid("`hook` must not be empty".into()));
         }
@@ -122,33 +194,20 @@ impl HookRequest {
                 "`hookInstance` must not be empty".into(),
             ));
         }
-        let fhir_server = take_string(&mut obj, "fhirServer")?;
-        let fhir_authorization = match obj.remove("fhirAuthorization") {
+        let fhir_server = string_field(wire.fhir_server, "fhirServer")?;
+        let fhir_authorization = match wire.fhir_authorization {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_authorization(v)?),
         };
         if fhir_authorization.is_some() && fhir_server.is_none() {
             return Err(RequestError::FhirServerRequired);
         }
-        let context = match obj.remove("context") {
+        let context = match wire.context {
             Some(Value::Object(m)) => m,
             None | Some(Value::Null) => return Err(missing("context")),
             Some(_) => return Err(RequestError::wrong_type("context", "a JSON object")),
         };
-        let prefetch = match obj.remove("prefetch") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(RequestError::wrong_type("prefetch", "a JSON object")),
-        };
-        for (key, value) in &prefetch {
-            if !(value.is_object() || value.is_null()) {
-                return Err(RequestError::wrong_type(
-                    format!("prefetch.{key}"),
-                    "a FHIR resource (JSON object) or null",
-                ));
-            }
-        }
-        let extension = match obj.remove("extension") {
+        let extension = match wire.extension {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m),
             Some(_) => return Err(RequestError::wrong_type("extension", "a JSON object")),
@@ -159,7 +218,7 @@ impl HookRequest {
             fhir_server,
             fhir_authorization,
             context,
-            prefetch,
+            prefetch: wire.prefetch.map(|p| p.0).unwrap_or_default(),
             extension,
         })
     }
@@ -167,6 +226,14 @@ impl HookRequest {
     /// A string field of the context, if present.
     pub fn context_str(&self, field: &str) -> Option<&str> {
         self.context.get(field).and_then(Value::as_str)
+    }
+}
+
+fn string_field(value: Option<Value>, field: &str) -> Result<Option<String>, RequestError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(RequestError::wrong_type(field, "a string")),
     }
 }
 

@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::cds_hooks::{Prefetch, PrefetchValue};
 
 use super::resource::{Origin, Resource, split_code};
 
@@ -28,18 +31,22 @@ impl PatientContext {
     /// nothing is copied.
     pub fn build(
         context: Map<String, Value>,
-        prefetch: Map<String, Value>,
+        prefetch: Prefetch,
         origins: &HashMap<String, Origin>,
     ) -> Self {
         let mut inner = Inner::default();
         for (key, value) in prefetch {
             let origin = origins.get(&key).copied().unwrap_or(Origin::Prefetch);
             match value {
-                Value::Null => inner.null_keys.push(key),
-                Value::Object(obj) => {
-                    add_resource_or_bundle(&mut inner.record, Value::Object(obj), origin)
+                PrefetchValue::Null => inner.null_keys.push(key),
+                // The EHR's prefetch failed: not patient data.
+                PrefetchValue::Resource { .. } if value.is_operation_outcome() => {}
+                PrefetchValue::Resource { raw, .. } => add_resource(&mut inner.record, raw, origin),
+                PrefetchValue::Bundle { resources } => {
+                    for raw in resources {
+                        add_resource(&mut inner.record, raw, origin);
+                    }
                 }
-                _ => {}
             }
         }
         // Draft orders stay in the context too (rules may read it raw) and are indexed apart.
@@ -143,27 +150,22 @@ fn bundle_resources(bundle: &Value) -> impl Iterator<Item = &Value> {
         .filter(|r| r.is_object())
 }
 
-fn add_resource_or_bundle(record: &mut Vec<Resource>, value: Value, origin: Origin) {
-    let is_bundle = value.get("resourceType").and_then(Value::as_str) == Some("Bundle");
-    if !is_bundle {
-        // An OperationOutcome in a prefetch key means the EHR's prefetch failed: not patient data.
-        if value.get("resourceType").and_then(Value::as_str) != Some("OperationOutcome") {
-            record.push(Resource::new(value, origin));
-        }
-        return;
-    }
-    let Value::Object(mut bundle) = value else {
-        return;
-    };
-    if let Some(Value::Array(entries)) = bundle.remove("entry") {
-        for entry in entries {
-            if let Value::Object(mut entry) = entry {
-                if let Some(resource @ Value::Object(_)) = entry.remove("resource") {
-                    // Nested Bundles (e.g. a batch of searchsets) are flattened too.
-                    add_resource_or_bundle(record, resource, origin);
+fn add_resource(record: &mut Vec<Resource>, raw: Box<RawValue>, origin: Origin) {
+    let resource = Resource::from_raw(raw, origin);
+    match resource.resource_type() {
+        "OperationOutcome" => {}
+        // A Bundle inside a Bundle (e.g. a batch of searches): its entries are the data.
+        "Bundle" => {
+            let text = resource.raw().map(RawValue::get).map(str::to_owned);
+            if let Some(Ok(PrefetchValue::Bundle { resources })) =
+                text.as_deref().map(PrefetchValue::from_json)
+            {
+                for raw in resources {
+                    add_resource(record, raw, origin);
                 }
             }
         }
+        _ => record.push(resource),
     }
 }
 
@@ -187,9 +189,20 @@ mod tests {
         });
         let context = json!({"patientId": "p1", "draftOrders": {"resourceType": "Bundle", "entry": [
             {"resource": {"resourceType": "MedicationRequest", "id": "m1"}}]}});
+        let prefetch: Prefetch = prefetch
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    PrefetchValue::from_json(&v.to_string()).unwrap_or(PrefetchValue::Null),
+                )
+            })
+            .collect();
         PatientContext::build(
             context.as_object().cloned().unwrap_or_default(),
-            prefetch.as_object().cloned().unwrap_or_default(),
+            prefetch,
             &HashMap::new(),
         )
     }

@@ -6,6 +6,7 @@
 //! of the record.
 
 mod fhir_time;
+mod head;
 mod index;
 mod resource;
 

@@ -1,11 +1,13 @@
 //! One FHIR resource, shared by reference count so rules can hold it without copying.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::fhir_time::parse_fhir_instant;
+use super::head::{Head, Summary};
 
 /// How a resource reached Cardinal; recorded in explanations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,44 +43,19 @@ pub(crate) fn code_field(resource_type: &str) -> &'static str {
     }
 }
 
-/// The fields that carry a resource's clinically relevant time, in order of preference.
-fn date_fields(resource_type: &str) -> &'static [&'static str] {
-    match resource_type {
-        "Observation" | "DiagnosticReport" => &[
-            "effectiveDateTime",
-            "effectivePeriod.start",
-            "effectiveInstant",
-            "issued",
-        ],
-        "Condition" => &["onsetDateTime", "onsetPeriod.start", "recordedDate"],
-        "MedicationRequest" | "ServiceRequest" | "DeviceRequest" => &["authoredOn"],
-        "MedicationStatement" => &["effectiveDateTime", "effectivePeriod.start", "dateAsserted"],
-        "MedicationDispense" => &["whenHandedOver", "whenPrepared"],
-        "MedicationAdministration" => &["effectiveDateTime", "effectivePeriod.start"],
-        "Procedure" => &["performedDateTime", "performedPeriod.start"],
-        "Immunization" => &["occurrenceDateTime", "recorded"],
-        "Encounter" => &["period.start"],
-        "AllergyIntolerance" => &["onsetDateTime", "recordedDate"],
-        "Appointment" => &["start"],
-        _ => &[
-            "date",
-            "authoredOn",
-            "effectiveDateTime",
-            "meta.lastUpdated",
-        ],
-    }
-}
-
-fn get_path<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(value, |v, key| v.get(key))
-}
-
 #[derive(Debug)]
 struct ResourceInner {
-    json: Value,
-    resource_type: String,
+    /// The resource as received. `None` when it was built from an already parsed value.
+    raw: Option<Box<RawValue>>,
+    /// The full JSON tree, built the first time a rule reads a field other than the indexed ones.
+    json: OnceLock<Value>,
+    resource_type: Box<str>,
+    id: Option<Box<str>>,
+    status: Option<Box<str>>,
+    clinical_status: Vec<Box<str>>,
+    codings: Vec<(Box<str>, Box<str>)>,
     /// Clinically relevant date as written, and as an instant (for sorting).
-    date: Option<(String, DateTime<Utc>)>,
+    date: Option<(Box<str>, DateTime<Utc>)>,
     origin: Origin,
 }
 
@@ -87,26 +64,57 @@ struct ResourceInner {
 pub struct Resource(Arc<ResourceInner>);
 
 impl Resource {
+    /// A resource from its raw JSON: only the indexed fields are read now.
+    pub fn from_raw(raw: Box<RawValue>, origin: Origin) -> Self {
+        let summary = Head::read(raw.get()).summary();
+        Self::with_summary(Some(raw), OnceLock::new(), summary, origin)
+    }
+
+    /// A resource from an already parsed value (e.g. a draft order from the hook context).
     pub fn new(json: Value, origin: Origin) -> Self {
-        let resource_type = json
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let date = date_fields(&resource_type).iter().find_map(|field| {
-            let raw = get_path(&json, field)?.as_str()?;
-            Some((raw.to_owned(), parse_fhir_instant(raw)?))
+        let text = json.to_string();
+        let summary = Head::read(&text).summary();
+        Self::with_summary(None, OnceLock::from(json), summary, origin)
+    }
+
+    fn with_summary(
+        raw: Option<Box<RawValue>>,
+        json: OnceLock<Value>,
+        s: Summary,
+        origin: Origin,
+    ) -> Self {
+        let date = s.date.and_then(|d| {
+            let instant = parse_fhir_instant(&d)?;
+            Some((d.into_boxed_str(), instant))
         });
         Self(Arc::new(ResourceInner {
+            raw,
             json,
-            resource_type,
+            resource_type: s.resource_type,
+            id: s.id,
+            status: s.status,
+            clinical_status: s.clinical_status,
+            codings: s.codings,
             date,
             origin,
         }))
     }
 
+    /// The whole resource as JSON (parsed on first use).
     pub fn json(&self) -> &Value {
-        &self.0.json
+        self.0.json.get_or_init(|| {
+            self.0
+                .raw
+                .as_ref()
+                // The raw text was validated when the request was read, so this parse succeeds.
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or(Value::Null)
+        })
+    }
+
+    /// The resource's JSON text as received, when it arrived as text.
+    pub fn raw(&self) -> Option<&RawValue> {
+        self.0.raw.as_deref()
     }
 
     pub fn resource_type(&self) -> &str {
@@ -114,7 +122,7 @@ impl Resource {
     }
 
     pub fn id(&self) -> Option<&str> {
-        self.0.json.get("id").and_then(Value::as_str)
+        self.0.id.as_deref()
     }
 
     pub fn origin(&self) -> Origin {
@@ -127,13 +135,14 @@ impl Resource {
             .map(|id| format!("{}/{}", self.resource_type(), id))
     }
 
+    /// Any top-level field.
     pub fn get(&self, field: &str) -> Option<&Value> {
-        self.0.json.get(field)
+        self.json().get(field)
     }
 
     /// The clinically relevant date as written in the resource.
     pub fn date(&self) -> Option<&str> {
-        self.0.date.as_ref().map(|(raw, _)| raw.as_str())
+        self.0.date.as_ref().map(|(raw, _)| &**raw)
     }
 
     pub fn instant(&self) -> Option<DateTime<Utc>> {
@@ -142,19 +151,12 @@ impl Resource {
 
     /// The main CodeableConcept (code, medicationCodeableConcept, vaccineCode...).
     pub fn main_concept(&self) -> Option<&Value> {
-        let field = self.0.json.get(code_field(self.resource_type()))?;
-        // Encounter.type and similar are arrays of CodeableConcepts; take them all via codings().
-        Some(field)
+        self.get(code_field(self.resource_type()))
     }
 
     /// Every (system, code) of the main code field.
     pub fn codings(&self) -> impl Iterator<Item = (&str, &str)> {
-        let concepts: Vec<&Value> = match self.main_concept() {
-            Some(Value::Array(items)) => items.iter().collect(),
-            Some(v) => vec![v],
-            None => Vec::new(),
-        };
-        concepts.into_iter().flat_map(concept_codings)
+        self.0.codings.iter().map(|(s, c)| (&**s, &**c))
     }
 
     /// Whether the main code matches `wanted` (`code` or `system|code`).
@@ -166,7 +168,12 @@ impl Resource {
 
     /// `status` as a string.
     pub fn status(&self) -> Option<&str> {
-        self.0.json.get("status").and_then(Value::as_str)
+        self.0.status.as_deref()
+    }
+
+    /// The codes of `clinicalStatus` (Condition, AllergyIntolerance).
+    pub fn clinical_status(&self) -> impl Iterator<Item = &str> {
+        self.0.clinical_status.iter().map(|c| &**c)
     }
 }
 

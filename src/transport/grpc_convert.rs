@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::cds_hooks::{
     Action, Card, Coding, Discovery, Explanation, Fact, FeedbackRequest, HookRequest, HookResponse,
-    Indicator, RequestError, SelectionBehavior,
+    Indicator, Prefetch, PrefetchValue, RequestError, SelectionBehavior,
 };
 use crate::evaluator::{CallOptions, parse_evaluation_time};
 use crate::proto;
@@ -56,23 +56,24 @@ pub fn hook_request(
             parse_json_field("context_json", &msg.context_json)?,
         );
     }
-    if !msg.prefetch_json.is_empty() {
-        let mut prefetch = Map::new();
-        for (key, text) in &msg.prefetch_json {
-            prefetch.insert(
-                key.clone(),
-                parse_json_field(&format!("prefetch_json[{key}]"), text)?,
-            );
-        }
-        obj.insert("prefetch".into(), Value::Object(prefetch));
-    }
     if !msg.extension_json.is_empty() {
         obj.insert(
             "extension".into(),
             parse_json_field("extension_json", &msg.extension_json)?,
         );
     }
-    let request = HookRequest::from_value(Value::Object(obj))?;
+    let mut prefetch = Prefetch::new();
+    for (key, text) in &msg.prefetch_json {
+        let value = PrefetchValue::from_json(text).map_err(|e| {
+            RequestError::Invalid(format!(
+                "`prefetch_json[{key}]` must be a FHIR resource, a Bundle or null (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        prefetch.insert(key.clone(), value);
+    }
+    let request = HookRequest::from_parts(obj, prefetch)?;
     let evaluation_time = if msg.evaluation_time.is_empty() {
         None
     } else {

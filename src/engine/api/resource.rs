@@ -17,12 +17,8 @@ pub(crate) struct ResourceHandle(pub Resource);
 pub(crate) fn is_active(r: &Resource) -> bool {
     if r.resource_type() == "Condition" {
         return r
-            .get("clinicalStatus")
-            .map(|cs| {
-                crate::patient::concept_codings(cs)
-                    .any(|(_, code)| matches!(code, "active" | "recurrence" | "relapse"))
-            })
-            .unwrap_or(false);
+            .clinical_status()
+            .any(|code| matches!(code, "active" | "recurrence" | "relapse"));
     }
     r.status() == Some("active")
 }
