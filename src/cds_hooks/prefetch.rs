@@ -37,65 +37,11 @@ impl PrefetchValue {
     }
 }
 
-/// One Bundle entry, read leniently: its `resource` if it has one (as raw JSON), else nothing.
-struct Entry(Option<Box<RawValue>>);
-
-struct EntryVisitor;
-
-impl<'de> Visitor<'de> for EntryVisitor {
-    type Value = Entry;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Bundle entry")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
-        let mut resource = None;
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "resource" {
-                let raw: Box<RawValue> = map.next_value()?;
-                resource = raw.get().starts_with('{').then_some(raw);
-            } else {
-                map.next_value::<de::IgnoredAny>()?;
-            }
-        }
-        Ok(Entry(resource))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Entry, A::Error> {
-        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-        Ok(Entry(None))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Entry, E> {
-        Ok(Entry(None))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Entry, E> {
-        Ok(Entry(None))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Entry, E> {
-        Ok(Entry(None))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Entry, E> {
-        Ok(Entry(None))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Entry, E> {
-        Ok(Entry(None))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Entry, E> {
-        Ok(Entry(None))
-    }
-}
-
-impl<'de> Deserialize<'de> for Entry {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(EntryVisitor)
-    }
+/// One Bundle entry: its `resource`, raw (other entry fields are skipped without being copied).
+#[derive(serde::Deserialize)]
+struct Entry {
+    #[serde(default)]
+    resource: Option<Box<RawValue>>,
 }
 
 /// A Bundle's `entry` array: the resources of its entries, raw, in order.
@@ -104,7 +50,13 @@ struct Entries(Vec<Box<RawValue>>);
 impl<'de> Deserialize<'de> for Entries {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let entries: Vec<Entry> = Deserialize::deserialize(deserializer)?;
-        Ok(Self(entries.into_iter().filter_map(|e| e.0).collect()))
+        Ok(Self(
+            entries
+                .into_iter()
+                .filter_map(|e| e.resource)
+                .filter(|r| r.get().starts_with('{'))
+                .collect(),
+        ))
     }
 }
 

@@ -57,17 +57,9 @@ impl PatientContext {
         }
         for (i, resource) in inner.record.iter().enumerate() {
             let i = i as u32;
-            inner
-                .by_type
-                .entry(resource.resource_type().to_owned())
-                .or_default()
-                .push(i);
+            push_index(&mut inner.by_type, resource.resource_type(), i);
             for (_, code) in resource.codings() {
-                let slot = inner.by_code.entry(code.to_owned()).or_default();
-                // One resource can list the same code under two systems; index it once.
-                if slot.last() != Some(&i) {
-                    slot.push(i);
-                }
+                push_index(&mut inner.by_code, code, i);
             }
         }
         inner.patient = inner
@@ -137,6 +129,18 @@ impl PatientContext {
         let mut hits = self.with_codes(resource_type, codes);
         hits.sort_by_key(|r| std::cmp::Reverse(r.instant()));
         hits
+    }
+}
+
+/// Adds resource `i` under `key`, allocating the key only the first time it is seen. One resource can
+/// list the same code under two systems; it is indexed once.
+fn push_index(index: &mut HashMap<String, Vec<u32>>, key: &str, i: u32) {
+    match index.get_mut(key) {
+        Some(slot) if slot.last() == Some(&i) => {}
+        Some(slot) => slot.push(i),
+        None => {
+            index.insert(key.to_owned(), vec![i]);
+        }
     }
 }
 
