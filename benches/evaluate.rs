@@ -18,7 +18,6 @@ mod patient_gen;
 #[path = "support/rule_pack.rs"]
 mod rule_pack;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -142,7 +141,7 @@ fn bench_index(c: &mut Criterion, f: &Fixture) {
     group.bench_function("patient_context_build", |b| {
         b.iter_batched(
             || (f.request.context.clone(), f.request.prefetch.clone()),
-            |(context, prefetch)| PatientContext::build(context, prefetch, &HashMap::new()),
+            |(context, prefetch)| PatientContext::build(context, prefetch),
             BatchSize::SmallInput,
         )
     });

@@ -4,7 +4,6 @@
 //! request → service lookup → hook and context checks → patient context (parse once, index)
 //!   → each rule in the sandbox → cards with explanations + diagnostics
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use crate::cds_hooks::{
 };
 use crate::config::Config;
 use crate::engine::{RuleEngine, RuleInput, RuleOutcome, Verdict};
-use crate::patient::{Origin, PatientContext};
+use crate::patient::PatientContext;
 use crate::registry::{self, CdsService, LoadErrors, Registry};
 
 /// Why a call was refused or failed. Messages never contain patient data.
@@ -215,11 +214,7 @@ impl Cardinal {
         trace_id: Option<String>,
     ) -> Evaluation {
         let started = Instant::now();
-        let patient = PatientContext::build(
-            request.context,
-            request.prefetch,
-            &HashMap::<String, Origin>::new(),
-        );
+        let patient = PatientContext::build(request.context, request.prefetch);
         let input = RuleInput {
             patient,
             hook: request.hook,

@@ -4,7 +4,7 @@
 //! Where things happen:
 //! - a hook call enters in [`transport`] (HTTP/JSON in `transport/http.rs`, gRPC in `transport/grpc.rs`);
 //! - it is evaluated on one path in [`evaluator`];
-//! - the patient data is parsed and indexed once in [`patient`];
+//! - FHIR resources are read in one pass in [`fhir`] and indexed once per call in [`patient`];
 //! - rules run in the sandboxed [`engine`], loaded from `rules/` by [`registry`];
 //! - cards are built and explained in [`cards`];
 //! - the wire model is [`cds_hooks`].
@@ -14,6 +14,7 @@ pub mod cds_hooks;
 pub mod config;
 pub mod engine;
 pub mod evaluator;
+pub mod fhir;
 pub mod patient;
 pub mod registry;
 pub mod telemetry;

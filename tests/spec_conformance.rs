@@ -433,9 +433,6 @@ fn assert_prefetch_kept(name: &str, request: &HookRequest, value: &Value) {
         sent.keys().collect::<Vec<_>>(),
         "{name}: prefetch keys"
     );
-    let parse = |raw: &serde_json::value::RawValue| -> Value {
-        serde_json::from_str(raw.get()).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
     for (key, answer) in &request.prefetch {
         // CDS Hooks 1.0 wrapped answers as `{response, resource}`; Cardinal keeps the resource.
         let original = match sent[key].get("resourceType") {
@@ -444,17 +441,17 @@ fn assert_prefetch_kept(name: &str, request: &HookRequest, value: &Value) {
         };
         match answer {
             PrefetchValue::Null => assert!(original.is_null(), "{name}: {key}"),
-            PrefetchValue::Resource { raw, .. } => {
-                assert_eq!(&parse(raw), original, "{name}: {key}")
+            PrefetchValue::Resource(resource) => {
+                assert_eq!(resource.json(), original, "{name}: {key}")
             }
-            PrefetchValue::Bundle { resources } => {
+            PrefetchValue::Bundle(resources) => {
                 let entries: Vec<Value> = original["entry"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(|e| e.get("resource").cloned())
                     .collect();
-                let kept: Vec<Value> = resources.iter().map(|r| parse(r)).collect();
+                let kept: Vec<Value> = resources.iter().map(|r| r.json().clone()).collect();
                 assert_eq!(kept, entries, "{name}: {key}");
             }
         }

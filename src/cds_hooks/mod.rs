@@ -10,10 +10,10 @@ pub mod discovery;
 pub mod explanation;
 pub mod feedback;
 pub mod operation_outcome;
-pub mod prefetch;
 pub mod request;
 pub mod response;
 
+pub use crate::fhir::{Prefetch, PrefetchValue};
 pub use card::{
     Action, ActionType, Card, Coding, Indicator, Link, LinkType, SelectionBehavior, Source,
     Suggestion,
@@ -22,7 +22,6 @@ pub use discovery::{Discovery, ServiceDescriptor};
 pub use explanation::{Explanation, Fact};
 pub use feedback::{FeedbackEntry, FeedbackOutcome, FeedbackRequest};
 pub use operation_outcome::{IssueType, OperationOutcome};
-pub use prefetch::{Prefetch, PrefetchValue};
 pub use request::{FhirAuthorization, HookRequest, RequestError};
 pub use response::{Diagnostic, HookResponse};
 

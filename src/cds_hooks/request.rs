@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::prefetch::{Prefetch, PrefetchField};
+use crate::fhir::{Prefetch, PrefetchField};
 
 /// Why a request (or feedback) was refused. Messages name fields, never values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

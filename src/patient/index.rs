@@ -3,12 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::cds_hooks::{Prefetch, PrefetchValue};
-
-use super::resource::{Origin, Resource, split_code};
+use crate::fhir::{Origin, Prefetch, PrefetchValue, Resource, split_code};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -29,22 +26,15 @@ pub struct PatientContext(Arc<Inner>);
 impl PatientContext {
     /// Indexes the prefetch (resources or searchset Bundles) and the hook context. Takes ownership so
     /// nothing is copied.
-    pub fn build(
-        context: Map<String, Value>,
-        prefetch: Prefetch,
-        origins: &HashMap<String, Origin>,
-    ) -> Self {
+    pub fn build(context: Map<String, Value>, prefetch: Prefetch) -> Self {
         let mut inner = Inner::default();
         for (key, value) in prefetch {
-            let origin = origins.get(&key).copied().unwrap_or(Origin::Prefetch);
             match value {
                 PrefetchValue::Null => inner.null_keys.push(key),
-                // The EHR's prefetch failed: not patient data.
-                PrefetchValue::Resource { .. } if value.is_operation_outcome() => {}
-                PrefetchValue::Resource { raw, .. } => add_resource(&mut inner.record, raw, origin),
-                PrefetchValue::Bundle { resources } => {
-                    for raw in resources {
-                        add_resource(&mut inner.record, raw, origin);
+                PrefetchValue::Resource(resource) => add_resource(&mut inner.record, resource),
+                PrefetchValue::Bundle(resources) => {
+                    for resource in resources {
+                        add_resource(&mut inner.record, resource);
                     }
                 }
             }
@@ -154,22 +144,11 @@ fn bundle_resources(bundle: &Value) -> impl Iterator<Item = &Value> {
         .filter(|r| r.is_object())
 }
 
-fn add_resource(record: &mut Vec<Resource>, raw: Box<RawValue>, origin: Origin) {
-    let resource = Resource::from_raw(raw, origin);
-    match resource.resource_type() {
-        "OperationOutcome" => {}
-        // A Bundle inside a Bundle (e.g. a batch of searches): its entries are the data.
-        "Bundle" => {
-            let text = resource.raw().map(RawValue::get).map(str::to_owned);
-            if let Some(Ok(PrefetchValue::Bundle { resources })) =
-                text.as_deref().map(PrefetchValue::from_json)
-            {
-                for raw in resources {
-                    add_resource(record, raw, origin);
-                }
-            }
-        }
-        _ => record.push(resource),
+/// Adds a resource to the record. OperationOutcomes (a failed prefetch, or a search's warnings) are
+/// not patient data.
+fn add_resource(record: &mut Vec<Resource>, resource: Resource) {
+    if resource.resource_type() != "OperationOutcome" {
+        record.push(resource);
     }
 }
 
@@ -200,15 +179,12 @@ mod tests {
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    PrefetchValue::from_json(&v.to_string()).unwrap_or(PrefetchValue::Null),
+                    PrefetchValue::from_json(&v.to_string(), Origin::Prefetch)
+                        .unwrap_or(PrefetchValue::Null),
                 )
             })
             .collect();
-        PatientContext::build(
-            context.as_object().cloned().unwrap_or_default(),
-            prefetch,
-            &HashMap::new(),
-        )
+        PatientContext::build(context.as_object().cloned().unwrap_or_default(), prefetch)
     }
 
     #[test]

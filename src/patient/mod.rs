@@ -5,11 +5,6 @@
 //! and the *draft orders* of order-select / order-sign (`context.draftOrders`), which are not yet part
 //! of the record.
 
-mod fhir_time;
-mod head;
 mod index;
-mod resource;
 
-pub use fhir_time::{parse_fhir_date, parse_fhir_instant};
 pub use index::PatientContext;
-pub use resource::{Origin, Resource, concept_codings, split_code};

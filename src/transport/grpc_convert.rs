@@ -9,6 +9,7 @@ use crate::cds_hooks::{
     Indicator, Prefetch, PrefetchValue, RequestError, SelectionBehavior,
 };
 use crate::evaluator::{CallOptions, parse_evaluation_time};
+use crate::fhir::Origin;
 use crate::proto;
 
 fn parse_json_field(field: &str, text: &str) -> Result<Value, RequestError> {
@@ -64,7 +65,7 @@ pub fn hook_request(
     }
     let mut prefetch = Prefetch::new();
     for (key, text) in &msg.prefetch_json {
-        let value = PrefetchValue::from_json(text).map_err(|e| {
+        let value = PrefetchValue::from_json(text, Origin::Prefetch).map_err(|e| {
             RequestError::Invalid(format!(
                 "`prefetch_json[{key}]` must be a FHIR resource, a Bundle or null (line {}, column {})",
                 e.line(),

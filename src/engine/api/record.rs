@@ -3,7 +3,8 @@
 use rhai::{Array, Dynamic, Engine};
 use serde_json::Value;
 
-use crate::patient::{PatientContext, Resource, parse_fhir_date};
+use crate::fhir::{Resource, parse_fhir_date};
+use crate::patient::PatientContext;
 
 use super::json::json_to_dynamic;
 use super::resource::{ResourceHandle, is_active};

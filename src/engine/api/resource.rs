@@ -3,7 +3,7 @@
 use rhai::{Dynamic, Engine};
 use serde_json::Value;
 
-use crate::patient::{Resource, parse_fhir_date};
+use crate::fhir::{Resource, parse_fhir_date};
 
 use super::json::json_to_dynamic;
 use super::{codes_of, time};

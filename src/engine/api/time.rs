@@ -4,7 +4,7 @@
 use chrono::{Datelike, NaiveDate};
 use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext};
 
-use crate::patient::parse_fhir_date;
+use crate::fhir::parse_fhir_date;
 
 use super::super::run_state;
 

@@ -1,65 +1,40 @@
-//! The few fields Cardinal indexes, read from a resource's raw JSON without building its whole tree:
-//! type, id, status, main code, clinical status and clinically relevant date. Every field is read
-//! leniently (a field of an unexpected shape is simply absent) so odd data never fails a request.
+//! The few fields Cardinal indexes, read from a resource's raw fields without building its whole
+//! tree: type, id, status, main code, clinical status and clinically relevant date. Every field is
+//! read leniently (a field of an unexpected shape is simply absent) so odd data never fails a request.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// Fields of interest, still raw. Borrowed from the resource's text.
-#[derive(Deserialize, Default)]
-#[serde(default)]
+/// Fields of interest, still raw, borrowed from the input.
+#[derive(Default)]
 pub(super) struct Head<'a> {
-    #[serde(rename = "resourceType", borrow)]
     resource_type: Option<&'a RawValue>,
-    #[serde(borrow)]
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
     status: Option<&'a RawValue>,
-    #[serde(rename = "clinicalStatus", borrow)]
     clinical_status: Option<&'a RawValue>,
-    #[serde(borrow)]
     code: Option<&'a RawValue>,
-    #[serde(rename = "medicationCodeableConcept", borrow)]
     medication_codeable_concept: Option<&'a RawValue>,
-    #[serde(rename = "vaccineCode", borrow)]
     vaccine_code: Option<&'a RawValue>,
-    #[serde(rename = "type", borrow)]
     kind: Option<&'a RawValue>,
-    #[serde(rename = "effectiveDateTime", borrow)]
     effective_date_time: Option<&'a RawValue>,
-    #[serde(rename = "effectivePeriod", borrow)]
     effective_period: Option<&'a RawValue>,
-    #[serde(rename = "effectiveInstant", borrow)]
     effective_instant: Option<&'a RawValue>,
-    #[serde(borrow)]
     issued: Option<&'a RawValue>,
-    #[serde(rename = "onsetDateTime", borrow)]
     onset_date_time: Option<&'a RawValue>,
-    #[serde(rename = "onsetPeriod", borrow)]
     onset_period: Option<&'a RawValue>,
-    #[serde(rename = "recordedDate", borrow)]
     recorded_date: Option<&'a RawValue>,
-    #[serde(rename = "authoredOn", borrow)]
     authored_on: Option<&'a RawValue>,
-    #[serde(rename = "dateAsserted", borrow)]
     date_asserted: Option<&'a RawValue>,
-    #[serde(rename = "whenHandedOver", borrow)]
     when_handed_over: Option<&'a RawValue>,
-    #[serde(rename = "whenPrepared", borrow)]
     when_prepared: Option<&'a RawValue>,
-    #[serde(rename = "performedDateTime", borrow)]
     performed_date_time: Option<&'a RawValue>,
-    #[serde(rename = "performedPeriod", borrow)]
     performed_period: Option<&'a RawValue>,
-    #[serde(rename = "occurrenceDateTime", borrow)]
     occurrence_date_time: Option<&'a RawValue>,
-    #[serde(borrow)]
     recorded: Option<&'a RawValue>,
-    #[serde(borrow)]
     period: Option<&'a RawValue>,
-    #[serde(borrow)]
     start: Option<&'a RawValue>,
-    #[serde(borrow)]
     date: Option<&'a RawValue>,
 }
 
@@ -84,7 +59,9 @@ struct PeriodHead {
 }
 
 fn text(raw: Option<&RawValue>) -> Option<String> {
-    serde_json::from_str(raw?.get()).ok()
+    // Borrowed when the string has no escapes: one allocation, for the value kept.
+    let text: Cow<'_, str> = serde_json::from_str(raw?.get()).ok()?;
+    Some(text.into_owned())
 }
 
 /// (system, code) pairs of a CodeableConcept, or of an array of them (Encounter.type).
@@ -120,9 +97,43 @@ pub(super) struct Summary {
     pub date: Option<String>,
 }
 
-impl Head<'_> {
-    pub(super) fn read(text: &str) -> Head<'_> {
-        serde_json::from_str(text).unwrap_or_default()
+impl<'a> Head<'a> {
+    /// Picks the indexed fields out of a resource's (key, raw value) pairs.
+    pub(super) fn from_fields(fields: &[(Cow<'_, str>, &'a RawValue)]) -> Self {
+        let mut head = Head::default();
+        for (key, raw) in fields {
+            let slot = match key.as_ref() {
+                "resourceType" => &mut head.resource_type,
+                "id" => &mut head.id,
+                "status" => &mut head.status,
+                "clinicalStatus" => &mut head.clinical_status,
+                "code" => &mut head.code,
+                "medicationCodeableConcept" => &mut head.medication_codeable_concept,
+                "vaccineCode" => &mut head.vaccine_code,
+                "type" => &mut head.kind,
+                "effectiveDateTime" => &mut head.effective_date_time,
+                "effectivePeriod" => &mut head.effective_period,
+                "effectiveInstant" => &mut head.effective_instant,
+                "issued" => &mut head.issued,
+                "onsetDateTime" => &mut head.onset_date_time,
+                "onsetPeriod" => &mut head.onset_period,
+                "recordedDate" => &mut head.recorded_date,
+                "authoredOn" => &mut head.authored_on,
+                "dateAsserted" => &mut head.date_asserted,
+                "whenHandedOver" => &mut head.when_handed_over,
+                "whenPrepared" => &mut head.when_prepared,
+                "performedDateTime" => &mut head.performed_date_time,
+                "performedPeriod" => &mut head.performed_period,
+                "occurrenceDateTime" => &mut head.occurrence_date_time,
+                "recorded" => &mut head.recorded,
+                "period" => &mut head.period,
+                "start" => &mut head.start,
+                "date" => &mut head.date,
+                _ => continue,
+            };
+            *slot = Some(*raw);
+        }
+        head
     }
 
     fn main_code(&self, resource_type: &str) -> Option<&RawValue> {
@@ -217,29 +228,33 @@ impl Head<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::fhir::{Origin, PrefetchValue};
+
+    fn resource(text: &str) -> crate::fhir::Resource {
+        match PrefetchValue::from_json(text, Origin::Prefetch) {
+            Ok(PrefetchValue::Resource(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn reads_indexed_fields_and_tolerates_odd_shapes() {
-        let s = Head::read(
+        let r = resource(
             r#"{"resourceType":"Observation","id":"o1","status":"final",
                 "code":{"coding":[{"system":"http://loinc.org","code":"4548-4"},{"code":"x"}],"text":"A1c"},
                 "effectivePeriod":{"start":"2026-10-02"},"valueQuantity":{"value":9.4}}"#,
-        )
-        .summary();
-        assert_eq!(&*s.resource_type, "Observation");
-        assert_eq!(s.id.as_deref(), Some("o1"));
-        assert_eq!(s.codings.len(), 2);
-        assert_eq!(s.date.as_deref(), Some("2026-10-02"));
+        );
+        assert_eq!(r.resource_type(), "Observation");
+        assert_eq!(r.id(), Some("o1"));
+        assert_eq!(r.codings().count(), 2);
+        assert_eq!(r.date(), Some("2026-10-02"));
         // `code` as a string (wrong shape for a CodeableConcept) is ignored, not an error.
-        let s =
-            Head::read(r#"{"resourceType":"Observation","code":"4548-4","status":7}"#).summary();
-        assert!(s.codings.is_empty() && s.status.is_none());
-        let s = Head::read(
+        let r = resource(r#"{"resourceType":"Observation","code":"4548-4","status":7}"#);
+        assert!(r.codings().next().is_none() && r.status().is_none());
+        let r = resource(
             r#"{"resourceType":"Encounter","type":[{"coding":[{"system":"http://snomed.info/sct","code":"185349003"}]}],"period":{"start":"2026-01-01T10:00:00Z"}}"#,
-        )
-        .summary();
-        assert_eq!(s.codings.len(), 1);
-        assert_eq!(s.date.as_deref(), Some("2026-01-01T10:00:00Z"));
+        );
+        assert_eq!(r.codings().count(), 1);
+        assert_eq!(r.date(), Some("2026-01-01T10:00:00Z"));
     }
 }

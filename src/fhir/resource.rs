@@ -1,13 +1,15 @@
 //! One FHIR resource, shared by reference count so rules can hold it without copying.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::fhir_time::parse_fhir_instant;
-use super::head::{Head, Summary};
+use super::read::PrefetchValue;
+use super::summary::{Head, Summary};
+use super::time::parse_fhir_instant;
 
 /// How a resource reached Cardinal; recorded in explanations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +47,8 @@ pub(crate) fn code_field(resource_type: &str) -> &'static str {
 
 #[derive(Debug)]
 struct ResourceInner {
-    /// The resource as received. `None` when it was built from an already parsed value.
-    raw: Option<Box<RawValue>>,
+    /// The resource's JSON text.
+    text: Box<str>,
     /// The full JSON tree, built the first time a rule reads a field other than the indexed ones.
     json: OnceLock<Value>,
     resource_type: Box<str>,
@@ -63,32 +65,65 @@ struct ResourceInner {
 #[derive(Debug, Clone)]
 pub struct Resource(Arc<ResourceInner>);
 
+/// Writes `key` as a JSON string, escaping only when it must.
+fn push_key(text: &mut String, key: &str) {
+    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        text.push_str(&Value::from(key).to_string());
+    } else {
+        text.push('"');
+        text.push_str(key);
+        text.push('"');
+    }
+}
+
 impl Resource {
-    /// A resource from its raw JSON: only the indexed fields are read now.
-    pub fn from_raw(raw: Box<RawValue>, origin: Origin) -> Self {
-        let summary = Head::read(raw.get()).summary();
-        Self::with_summary(Some(raw), OnceLock::new(), summary, origin)
+    /// A resource from its top-level (key, raw value) pairs, as read in one pass over the input.
+    pub(crate) fn from_fields(fields: &[(Cow<'_, str>, &RawValue)], origin: Origin) -> Self {
+        let summary = Head::from_fields(fields).summary();
+        let length = fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>();
+        let mut text = String::with_capacity(length + 2);
+        text.push('{');
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            push_key(&mut text, key);
+            text.push(':');
+            text.push_str(value.get());
+        }
+        text.push('}');
+        Self::with_summary(text.into_boxed_str(), OnceLock::new(), summary, origin)
     }
 
     /// A resource from an already parsed value (e.g. a draft order from the hook context).
     pub fn new(json: Value, origin: Origin) -> Self {
         let text = json.to_string();
-        let summary = Head::read(&text).summary();
-        Self::with_summary(None, OnceLock::from(json), summary, origin)
+        match PrefetchValue::from_json(&text, origin) {
+            Ok(PrefetchValue::Resource(resource)) => {
+                // Keep the tree we were given rather than parse it again when a rule reads it.
+                let _ = resource.0.json.set(json);
+                resource
+            }
+            // Not a resource (no resourceType): still readable by rules, just not indexed.
+            _ => Self::with_summary(
+                text.into_boxed_str(),
+                OnceLock::from(json),
+                Summary::default(),
+                origin,
+            ),
+        }
     }
 
-    fn with_summary(
-        raw: Option<Box<RawValue>>,
-        json: OnceLock<Value>,
-        s: Summary,
-        origin: Origin,
-    ) -> Self {
+    fn with_summary(text: Box<str>, json: OnceLock<Value>, s: Summary, origin: Origin) -> Self {
         let date = s.date.and_then(|d| {
             let instant = parse_fhir_instant(&d)?;
             Some((d.into_boxed_str(), instant))
         });
         Self(Arc::new(ResourceInner {
-            raw,
+            text,
             json,
             resource_type: s.resource_type,
             id: s.id,
@@ -102,19 +137,15 @@ impl Resource {
 
     /// The whole resource as JSON (parsed on first use).
     pub fn json(&self) -> &Value {
-        self.0.json.get_or_init(|| {
-            self.0
-                .raw
-                .as_ref()
-                // The raw text was validated when the request was read, so this parse succeeds.
-                .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                .unwrap_or(Value::Null)
-        })
+        // The text was read from valid JSON (or written by Cardinal), so this parse succeeds.
+        self.0
+            .json
+            .get_or_init(|| serde_json::from_str(&self.0.text).unwrap_or(Value::Null))
     }
 
-    /// The resource's JSON text as received, when it arrived as text.
-    pub fn raw(&self) -> Option<&RawValue> {
-        self.0.raw.as_deref()
+    /// The resource's JSON text.
+    pub fn text(&self) -> &str {
+        &self.0.text
     }
 
     pub fn resource_type(&self) -> &str {
