@@ -86,7 +86,10 @@ impl Config {
                 "max_concurrent_evaluations must be positive".into(),
             ));
         }
-        if self.sandbox.rule_timeout_ms == 0 || self.sandbox.max_operations == 0 {
+        if self.sandbox.rule_timeout_ms == 0
+            || self.sandbox.call_budget_ms == 0
+            || self.sandbox.max_operations == 0
+        {
             return Err(ConfigError("sandbox limits must be positive".into()));
         }
         Ok(())

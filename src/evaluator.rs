@@ -221,6 +221,7 @@ impl Cardinal {
             service_id: service.id().to_owned(),
             now,
             default_source: service.default_source(),
+            call_deadline: started + self.engine.limits().call_budget(),
         };
         let outcomes: Vec<RuleOutcome> = service
             .rules

@@ -230,3 +230,56 @@ fn card_errors_name_the_field_and_location() {
     assert_eq!(err.line, Some(2));
     assert_eq!(eval.response.extension.diagnostics.len(), 1);
 }
+
+#[test]
+fn the_call_budget_bounds_the_work_of_one_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = dir.path().join("budget");
+    std::fs::create_dir_all(&service).expect("mkdir");
+    std::fs::write(
+        service.join("service.toml"),
+        "id = \"budget\"\nhook = \"order-sign\"\ndescription = \"runaway rules\"\nversion = \"1\"\n",
+    )
+    .expect("manifest");
+    for name in ["a", "b", "c", "d", "e"] {
+        std::fs::write(service.join(format!("{name}.rhai")), "loop { }").expect("rule");
+    }
+    let mut config = Config {
+        rules_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.sandbox.rule_timeout_ms = 50;
+    config.sandbox.call_budget_ms = 120;
+    config.sandbox.max_operations = u64::MAX;
+    let cardinal = Cardinal::load(config).unwrap_or_else(|e| panic!("{e}"));
+    let request =
+        HookRequest::from_value(common::request_fixture("metformin-egfr-low")).expect("request");
+    let eval = cardinal
+        .evaluate("budget", request, CallOptions::default())
+        .expect("evaluation");
+    let kinds: Vec<&str> = eval
+        .response
+        .extension
+        .diagnostics
+        .iter()
+        .map(|d| d.kind.as_str())
+        .collect();
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+    assert_eq!(kinds[0], "timeout", "{kinds:?}");
+    assert_eq!(kinds[4], "budget", "{kinds:?}");
+    // Once the budget is spent, no later rule runs.
+    let first_budget = kinds
+        .iter()
+        .position(|k| *k == "budget")
+        .unwrap_or(kinds.len());
+    assert!(
+        kinds[..first_budget].iter().all(|k| *k == "timeout"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[first_budget..].iter().all(|k| *k == "budget"),
+        "{kinds:?}"
+    );
+    let not_run = &eval.outcomes[4];
+    assert!(not_run.duration.is_zero() && not_run.operations == 0);
+}

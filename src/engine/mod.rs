@@ -46,6 +46,9 @@ impl RuleEngine {
 
     /// Runs one rule. Never panics, never returns early for another rule's sake.
     pub fn run(&self, rule: &CompiledRule, input: &RuleInput) -> RuleOutcome {
+        if std::time::Instant::now() >= input.call_deadline {
+            return run::not_run(rule);
+        }
         run::run(&self.engine, &self.limits, rule, input)
     }
 }

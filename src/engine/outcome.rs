@@ -21,6 +21,8 @@ pub enum RuleErrorKind {
     OperationLimit,
     /// A string, array or map grew past its limit, or calls nested too deep.
     SizeLimit,
+    /// Not run: the call's time budget was spent by earlier rules.
+    Budget,
 }
 
 impl RuleErrorKind {
@@ -30,6 +32,7 @@ impl RuleErrorKind {
             Self::Timeout => "timeout",
             Self::OperationLimit => "operation-limit",
             Self::SizeLimit => "size-limit",
+            Self::Budget => "budget",
         }
     }
 }

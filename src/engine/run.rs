@@ -25,6 +25,8 @@ pub struct RuleInput {
     pub now: DateTime<Utc>,
     /// The card `source` used when a rule does not give one.
     pub default_source: Source,
+    /// When the call's rule budget runs out: no rule runs past it.
+    pub call_deadline: Instant,
 }
 
 pub(crate) fn run(
@@ -42,7 +44,7 @@ pub(crate) fn run(
     scope.push_constant("service", input.service_id.clone());
     let state = RunState {
         now: input.now,
-        deadline: started + limits.rule_timeout(),
+        deadline: (started + limits.rule_timeout()).min(input.call_deadline),
         default_source: input.default_source.clone(),
         cards: Vec::new(),
         facts: Vec::new(),
@@ -82,6 +84,26 @@ pub(crate) fn run(
         prints: state.prints,
         duration: started.elapsed(),
         operations: state.operations,
+    }
+}
+
+/// The outcome of a rule that was not run because the call's budget was spent.
+pub(crate) fn not_run(rule: &CompiledRule) -> RuleOutcome {
+    RuleOutcome {
+        rule_id: rule.id.clone(),
+        rule_version: rule.version.clone(),
+        verdict: Verdict::Error(RuleError {
+            kind: RuleErrorKind::Budget,
+            message: "rule not run: the call's time budget was spent by earlier rules".into(),
+            line: None,
+            column: None,
+        }),
+        cards: Vec::new(),
+        facts: Vec::new(),
+        conditions: Vec::new(),
+        prints: Vec::new(),
+        duration: std::time::Duration::ZERO,
+        operations: 0,
     }
 }
 

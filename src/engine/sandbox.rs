@@ -13,6 +13,9 @@ use super::run_state;
 pub struct SandboxLimits {
     /// Wall-clock budget of one rule run, in milliseconds.
     pub rule_timeout_ms: u64,
+    /// Wall-clock budget of all the rules of one call, in milliseconds. Rules still waiting when it is
+    /// spent are not run and are reported.
+    pub call_budget_ms: u64,
     /// Rhai operations one rule run may perform.
     pub max_operations: u64,
     pub max_call_levels: usize,
@@ -27,6 +30,7 @@ impl Default for SandboxLimits {
     fn default() -> Self {
         Self {
             rule_timeout_ms: 100,
+            call_budget_ms: 400,
             max_operations: 5_000_000,
             max_call_levels: 32,
             max_expr_depth: 64,
@@ -41,6 +45,10 @@ impl Default for SandboxLimits {
 impl SandboxLimits {
     pub fn rule_timeout(&self) -> Duration {
         Duration::from_millis(self.rule_timeout_ms)
+    }
+
+    pub fn call_budget(&self) -> Duration {
+        Duration::from_millis(self.call_budget_ms)
     }
 }
 
