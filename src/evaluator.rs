@@ -55,6 +55,26 @@ pub struct Evaluation {
 }
 
 /// Cardinal's core: the services, the rule engine and the configuration. Cheap to clone.
+///
+/// Evaluating a hook call in-process, as the servers and the CLI do:
+///
+/// ```
+/// use cardinal::cds_hooks::HookRequest;
+/// use cardinal::config::Config;
+/// use cardinal::evaluator::{CallOptions, Cardinal};
+///
+/// let cardinal = Cardinal::load(Config::default())?; // the services in ./rules
+/// let request = HookRequest::from_json_bytes(
+///     br#"{"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+///          "context": {"userId": "Practitioner/1", "patientId": "p1"},
+///          "prefetch": {"patient": {"resourceType": "Patient", "id": "p1", "birthDate": "1960-05-01"}}}"#,
+/// )?;
+/// let evaluation = cardinal.evaluate("patient-greeting", request, CallOptions::default())?;
+/// let card = &evaluation.response.cards[0];
+/// assert!(card.summary.starts_with("Now seeing"));
+/// assert_eq!(card.explanation().map(|e| e.rule_id.as_str()), Some("greeting"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Cardinal {
     registry: Arc<Registry>,
