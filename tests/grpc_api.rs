@@ -619,52 +619,6 @@ async fn grpc_and_http_return_the_same_cards() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_hook_unknown_service_is_not_found_like_http() {
-    let server = TestServer::start().await;
-    let mut client = client(&server).await;
-    let body = metformin_fixture();
-
-    let status = grpc_error(
-        &mut client,
-        call_request("no-such-service", &body, EVALUATION_TIME),
-    )
-    .await;
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    assert!(
-        status.message().contains("no-such-service"),
-        "{}",
-        status.message()
-    );
-
-    let (http_status, outcome) =
-        http_call(&server, "no-such-service", &body, Some(EVALUATION_TIME)).await;
-    assert_eq!(http_status, reqwest::StatusCode::NOT_FOUND);
-    assert_eq!(outcome["issue"][0]["code"], "not-found");
-    assert_eq!(status.message(), diagnostics_of(&outcome));
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_hook_missing_hook_is_invalid_argument_like_http() {
-    let server = TestServer::start().await;
-    let mut client = client(&server).await;
-    let mut request = call_request("metformin-renal", &metformin_fixture(), EVALUATION_TIME);
-    request.hook.clear();
-
-    let status = grpc_error(&mut client, request).await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("`hook`"), "{}", status.message());
-
-    let mut body = metformin_fixture();
-    body.as_object_mut().expect("object").remove("hook");
-    let (http_status, outcome) =
-        http_call(&server, "metformin-renal", &body, Some(EVALUATION_TIME)).await;
-    assert_eq!(http_status, reqwest::StatusCode::BAD_REQUEST);
-    assert_eq!(status.message(), diagnostics_of(&outcome));
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_hook_invalid_context_json_is_invalid_argument() {
     let server = TestServer::start().await;
     let mut client = client(&server).await;
@@ -700,67 +654,6 @@ async fn call_hook_invalid_context_json_is_invalid_argument() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let mut body = metformin_fixture();
     body["context"] = json!([1, 2]);
-    let (http_status, outcome) =
-        http_call(&server, "metformin-renal", &body, Some(EVALUATION_TIME)).await;
-    assert_eq!(http_status, reqwest::StatusCode::BAD_REQUEST);
-    assert_eq!(status.message(), diagnostics_of(&outcome));
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_hook_order_sign_without_draft_orders_is_invalid_argument_like_http() {
-    let server = TestServer::start().await;
-    let mut client = client(&server).await;
-    let mut body = metformin_fixture();
-    body["context"]
-        .as_object_mut()
-        .expect("context object")
-        .remove("draftOrders");
-
-    let status = grpc_error(
-        &mut client,
-        call_request("metformin-renal", &body, EVALUATION_TIME),
-    )
-    .await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status.message().contains("context.draftOrders"),
-        "{}",
-        status.message()
-    );
-
-    let (http_status, outcome) =
-        http_call(&server, "metformin-renal", &body, Some(EVALUATION_TIME)).await;
-    assert_eq!(http_status, reqwest::StatusCode::BAD_REQUEST);
-    assert_eq!(outcome["issue"][0]["code"], "required");
-    assert_eq!(status.message(), diagnostics_of(&outcome));
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_hook_hook_mismatch_is_invalid_argument_like_http() {
-    let server = TestServer::start().await;
-    let mut client = client(&server).await;
-    // A valid patient-view request sent to an order-sign service.
-    let body = common::request_fixture("sandbox-patient-view");
-
-    let status = grpc_error(
-        &mut client,
-        call_request("metformin-renal", &body, EVALUATION_TIME),
-    )
-    .await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status.message().contains("patient-view"),
-        "{}",
-        status.message()
-    );
-    assert!(
-        status.message().contains("order-sign"),
-        "{}",
-        status.message()
-    );
-
     let (http_status, outcome) =
         http_call(&server, "metformin-renal", &body, Some(EVALUATION_TIME)).await;
     assert_eq!(http_status, reqwest::StatusCode::BAD_REQUEST);
@@ -1239,27 +1132,91 @@ async fn grpc_call_to_an_unknown_service_is_unimplemented() {
     server.stop().await;
 }
 
+/// A request both transports must refuse the same way: same cause, matching status, same message.
+struct Refused {
+    what: &'static str,
+    service: &'static str,
+    body: Value,
+    grpc: Code,
+    http: reqwest::StatusCode,
+    /// Words the message must contain.
+    mentions: &'static [&'static str],
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_hook_missing_prefetch_is_failed_precondition_like_http() {
+async fn call_hook_refusals_match_http() {
     let server = TestServer::start().await;
     let mut client = client(&server).await;
-    let mut body = metformin_fixture();
-    body["prefetch"]
-        .as_object_mut()
-        .expect("prefetch object")
-        .remove("egfr");
-
-    let status = grpc_error(
-        &mut client,
-        call_request("metformin-renal", &body, EVALUATION_TIME),
-    )
-    .await;
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("egfr"), "{}", status.message());
-
-    let (http_status, outcome) =
-        http_call(&server, "metformin-renal", &body, Some(EVALUATION_TIME)).await;
-    assert_eq!(http_status, reqwest::StatusCode::PRECONDITION_FAILED);
-    assert_eq!(status.message(), diagnostics_of(&outcome));
+    let without = |mut body: Value, pointer: &str, field: &str| {
+        let target = if pointer.is_empty() {
+            &mut body
+        } else {
+            body.pointer_mut(pointer).expect("fixture path")
+        };
+        target.as_object_mut().expect("object").remove(field);
+        body
+    };
+    let cases = [
+        Refused {
+            what: "unknown service",
+            service: "no-such-service",
+            body: metformin_fixture(),
+            grpc: Code::NotFound,
+            http: reqwest::StatusCode::NOT_FOUND,
+            mentions: &["no-such-service"],
+        },
+        Refused {
+            what: "missing hook",
+            service: "metformin-renal",
+            body: without(metformin_fixture(), "", "hook"),
+            grpc: Code::InvalidArgument,
+            http: reqwest::StatusCode::BAD_REQUEST,
+            mentions: &["`hook`", "missing"],
+        },
+        Refused {
+            what: "order-sign without draft orders",
+            service: "metformin-renal",
+            body: without(metformin_fixture(), "/context", "draftOrders"),
+            grpc: Code::InvalidArgument,
+            http: reqwest::StatusCode::BAD_REQUEST,
+            mentions: &["context.draftOrders"],
+        },
+        Refused {
+            what: "hook not answered by the service",
+            service: "metformin-renal",
+            body: common::request_fixture("sandbox-patient-view"),
+            grpc: Code::InvalidArgument,
+            http: reqwest::StatusCode::BAD_REQUEST,
+            mentions: &["patient-view", "order-sign"],
+        },
+        Refused {
+            what: "declared prefetch not provided",
+            service: "metformin-renal",
+            body: without(metformin_fixture(), "/prefetch", "egfr"),
+            grpc: Code::FailedPrecondition,
+            http: reqwest::StatusCode::PRECONDITION_FAILED,
+            mentions: &["egfr"],
+        },
+    ];
+    for case in cases {
+        let what = case.what;
+        let status = grpc_error(
+            &mut client,
+            call_request(case.service, &case.body, EVALUATION_TIME),
+        )
+        .await;
+        assert_eq!(status.code(), case.grpc, "{what}: {status:?}");
+        for word in case.mentions {
+            assert!(
+                status.message().contains(word),
+                "{what}: {}",
+                status.message()
+            );
+        }
+        let (http_status, outcome) =
+            http_call(&server, case.service, &case.body, Some(EVALUATION_TIME)).await;
+        assert_eq!(http_status, case.http, "{what}: {outcome}");
+        assert_eq!(status.message(), diagnostics_of(&outcome), "{what}");
+    }
     server.stop().await;
 }
