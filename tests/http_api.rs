@@ -1385,3 +1385,40 @@ async fn prefetch_that_was_not_provided_is_412_naming_the_keys() {
     let response = call_ok(&server, "metformin-renal", &body).await;
     assert_eq!(response["cards"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_patient_is_read_and_the_newest_result_used() {
+    let server = TestServer::start().await;
+    let mut body = request_fixture("metformin-egfr-low");
+    // 400 older eGFR results, all normal, around the two in the fixture: only the newest counts.
+    let entries = body["prefetch"]["egfr"]["entry"]
+        .as_array_mut()
+        .expect("egfr entries");
+    for i in 0..400 {
+        entries.push(json!({"resource": {
+            "resourceType": "Observation",
+            "id": format!("egfr-old-{i}"),
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "33914-3",
+                "display": "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] in Serum or Plasma by Creatinine-based formula (MDRD)"}]},
+            "subject": {"reference": "Patient/pat-1"},
+            "effectiveDateTime": format!("20{:02}-{:02}-15T08:00:00Z", 10 + i % 15, 1 + i % 12),
+            "valueQuantity": {"value": 70 + i % 20, "unit": "mL/min/{1.73_m2}",
+                "system": "http://unitsofmeasure.org", "code": "mL/min/{1.73_m2}"}
+        }}));
+    }
+    let size = serde_json::to_vec(&body).expect("json").len();
+    assert!(
+        size > 100 * 1024,
+        "the request should be large, is {size} bytes"
+    );
+    let response = call_ok(&server, "metformin-renal", &body).await;
+    let cards = response["cards"].as_array().expect("cards");
+    assert_eq!(cards.len(), 1, "{response:#}");
+    assert_eq!(cards[0]["indicator"], "critical");
+    let facts = &cards[0]["extension"][EXPLANATION]["facts"];
+    assert_eq!(
+        facts[1]["reference"], "Observation/egfr-2026-10",
+        "{facts:#}"
+    );
+}

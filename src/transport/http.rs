@@ -82,13 +82,33 @@ async fn call(
     // Unknown service first: 404 wins over a body problem.
     cardinal.service(&id)?;
     let body = body_or_error(body)?;
-    let request = HookRequest::from_json_bytes(&body)?;
+    let request = parse_request(body).await?;
     let options = CallOptions {
         evaluation_time: evaluation_time(&headers)?,
         trace_id: None,
     };
     let evaluation = cardinal.call(&id, request, options).await?;
     Ok(Json(evaluation.response).into_response())
+}
+
+/// Bodies above this size are parsed on the blocking pool, so a large patient does not stall the
+/// async workers that serve every other connection.
+const INLINE_PARSE_LIMIT: usize = 32 * 1024;
+
+async fn parse_request(body: Bytes) -> Result<HookRequest, HttpError> {
+    if body.len() <= INLINE_PARSE_LIMIT {
+        return Ok(HookRequest::from_json_bytes(&body)?);
+    }
+    tokio::task::spawn_blocking(move || HookRequest::from_json_bytes(&body))
+        .await
+        .map_err(|_| {
+            HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                IssueType::Exception,
+                "request parsing failed",
+            )
+        })?
+        .map_err(HttpError::from)
 }
 
 async fn feedback(
