@@ -1,9 +1,14 @@
 //! Where cards are built: a rule's card spec becomes a spec-valid CDS Hooks card, and every card that
 //! leaves Cardinal gets a fresh uuid and its explanation (machine-readable in `extension`, and a short
-//! "Why" section in `detail` for the clinician).
+//! "Why" section in `detail` for the clinician). The rules' outcomes become the response here too.
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+use crate::cds_hooks::response::ResponseExtension;
+use crate::cds_hooks::{Diagnostic, HookResponse};
+use crate::engine::{RuleOutcome, Verdict};
 
 use crate::cds_hooks::card::MAX_SUMMARY_CHARS;
 use crate::cds_hooks::{
@@ -238,6 +243,52 @@ pub fn finish(mut card: Card, explanation: Explanation) -> Card {
     extension.explanation = Some(explanation);
     card.extension = Some(extension);
     card
+}
+
+/// The response to a call: the cards of every rule that fired, in rule order, each explained; and a
+/// diagnostic for every rule that failed.
+pub fn response(
+    service_id: &str,
+    outcomes: &[RuleOutcome],
+    evaluated_at: DateTime<Utc>,
+    trace_id: Option<String>,
+) -> HookResponse {
+    let evaluated_at = evaluated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut cards = Vec::new();
+    let mut diagnostics = Vec::new();
+    for outcome in outcomes {
+        match &outcome.verdict {
+            Verdict::Fired => {
+                for card in &outcome.cards {
+                    let explanation = Explanation {
+                        service_id: service_id.to_owned(),
+                        rule_id: outcome.rule_id.clone(),
+                        rule_version: outcome.rule_version.clone(),
+                        facts: outcome.facts.clone(),
+                        evaluated_at: evaluated_at.clone(),
+                        trace_id: trace_id.clone(),
+                    };
+                    cards.push(finish(card.clone(), explanation));
+                }
+            }
+            Verdict::NotFired => {}
+            Verdict::Error(err) => diagnostics.push(Diagnostic {
+                rule_id: outcome.rule_id.clone(),
+                kind: err.kind.as_str().to_owned(),
+                message: err.message.clone(),
+                line: err.line,
+                column: err.column,
+            }),
+        }
+    }
+    HookResponse {
+        cards,
+        system_actions: Vec::new(),
+        extension: ResponseExtension {
+            diagnostics,
+            trace_id,
+        },
+    }
 }
 
 #[cfg(test)]

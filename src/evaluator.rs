@@ -13,10 +13,8 @@ use tokio::sync::Semaphore;
 
 use crate::cards;
 use crate::cds_hooks::context as hook_context;
-use crate::cds_hooks::response::ResponseExtension;
 use crate::cds_hooks::{
-    Diagnostic, Discovery, EXTENSION_EVALUATION_TIME, Explanation, FeedbackRequest, HookRequest,
-    HookResponse, RequestError,
+    Discovery, EXTENSION_EVALUATION_TIME, FeedbackRequest, HookRequest, HookResponse, RequestError,
 };
 use crate::config::Config;
 use crate::engine::{RuleEngine, RuleInput, RuleOutcome, Verdict};
@@ -252,44 +250,10 @@ impl Cardinal {
                 outcome
             })
             .collect();
-        let evaluated_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let mut cards_out = Vec::new();
-        let mut diagnostics = Vec::new();
-        for outcome in &outcomes {
-            match &outcome.verdict {
-                Verdict::Fired => {
-                    for card in &outcome.cards {
-                        let explanation = Explanation {
-                            service_id: service.id().to_owned(),
-                            rule_id: outcome.rule_id.clone(),
-                            rule_version: outcome.rule_version.clone(),
-                            facts: outcome.facts.clone(),
-                            evaluated_at: evaluated_at.clone(),
-                            trace_id: trace_id.clone(),
-                        };
-                        cards_out.push(cards::finish(card.clone(), explanation));
-                    }
-                }
-                Verdict::NotFired => {}
-                Verdict::Error(err) => diagnostics.push(Diagnostic {
-                    rule_id: outcome.rule_id.clone(),
-                    kind: err.kind.as_str().to_owned(),
-                    message: err.message.clone(),
-                    line: err.line,
-                    column: err.column,
-                }),
-            }
-        }
+        let response = cards::response(service.id(), &outcomes, now, trace_id);
         Evaluation {
             service_id: service.id().to_owned(),
-            response: HookResponse {
-                cards: cards_out,
-                system_actions: Vec::new(),
-                extension: ResponseExtension {
-                    diagnostics,
-                    trace_id,
-                },
-            },
+            response,
             outcomes,
             evaluated_at: now,
             duration: started.elapsed(),
