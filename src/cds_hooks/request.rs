@@ -222,11 +222,6 @@ impl HookRequest {
             extension,
         })
     }
-
-    /// A string field of the context, if present.
-    pub fn context_str(&self, field: &str) -> Option<&str> {
-        self.context.get(field).and_then(Value::as_str)
-    }
 }
 
 fn string_field(value: Option<Value>, field: &str) -> Result<Option<String>, RequestError> {
@@ -242,11 +237,7 @@ fn missing(field: &str) -> RequestError {
 }
 
 fn take_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<String>, RequestError> {
-    match obj.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(RequestError::wrong_type(field, "a string")),
-    }
+    string_field(obj.remove(field), field)
 }
 
 fn parse_authorization(value: Value) -> Result<FhirAuthorization, RequestError> {

@@ -147,11 +147,8 @@ fn classify(err: EvalAltResult) -> Verdict {
             "rule stopped: calls nested too deeply".into(),
             pos,
         ),
-        EvalAltResult::ErrorInFunctionCall(name, _, inner, _) if is_system(&inner) => {
-            // Unwrap so a limit hit inside a rule's function reports as that limit.
-            let _ = name;
-            classify(*inner)
-        }
+        // Unwrap so a limit hit inside a rule's function reports as that limit.
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) if is_system(&inner) => classify(*inner),
         EvalAltResult::ErrorRuntime(value, pos) => {
             located(RuleErrorKind::Runtime, value.to_string(), pos)
         }
@@ -162,15 +159,16 @@ fn classify(err: EvalAltResult) -> Verdict {
     }
 }
 
+/// A stop imposed by the sandbox (deadline, limits, `require`), possibly inside nested function calls.
 fn is_system(err: &EvalAltResult) -> bool {
-    matches!(
-        err,
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => is_system(inner),
         EvalAltResult::ErrorTerminated(..)
-            | EvalAltResult::ErrorTooManyOperations(..)
-            | EvalAltResult::ErrorDataTooLarge(..)
-            | EvalAltResult::ErrorStackOverflow(..)
-            | EvalAltResult::ErrorInFunctionCall(..)
-    ) && !matches!(err, EvalAltResult::ErrorInFunctionCall(_, _, inner, _) if !is_system(inner))
+        | EvalAltResult::ErrorTooManyOperations(..)
+        | EvalAltResult::ErrorDataTooLarge(..)
+        | EvalAltResult::ErrorStackOverflow(..) => true,
+        _ => false,
+    }
 }
 
 /// Rhai appends ` (line 3, position 7)`; the location travels in its own fields.

@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::resource::code_field;
+
 /// Fields of interest, still raw, borrowed from the input.
 #[derive(Default)]
 pub(super) struct Head<'a> {
@@ -136,14 +138,13 @@ impl<'a> Head<'a> {
         head
     }
 
+    /// The main code, from the field `code_field` names for the type (one mapping for the index and
+    /// for rules reading `main_concept`).
     fn main_code(&self, resource_type: &str) -> Option<&RawValue> {
-        match resource_type {
-            "MedicationRequest"
-            | "MedicationStatement"
-            | "MedicationDispense"
-            | "MedicationAdministration" => self.medication_codeable_concept,
-            "Immunization" => self.vaccine_code,
-            "Encounter" | "Appointment" => self.kind,
+        match code_field(resource_type) {
+            "medicationCodeableConcept" => self.medication_codeable_concept,
+            "vaccineCode" => self.vaccine_code,
+            "type" => self.kind,
             _ => self.code,
         }
     }

@@ -25,12 +25,8 @@ fn handles<'a>(items: impl IntoIterator<Item = &'a Resource>) -> Array {
         .collect()
 }
 
-fn codes_vec(codes: &Dynamic) -> Vec<String> {
-    codes_of(codes)
-}
-
 fn find(record: &Record, resource_type: &str, codes: &Dynamic) -> Vec<Resource> {
-    let codes = codes_vec(codes);
+    let codes = codes_of(codes);
     let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
     record
         .0
@@ -41,7 +37,7 @@ fn find(record: &Record, resource_type: &str, codes: &Dynamic) -> Vec<Resource> 
 }
 
 fn medications(record: &Record, codes: &Dynamic) -> Vec<Resource> {
-    let codes = codes_vec(codes);
+    let codes = codes_of(codes);
     let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
     let mut all: Vec<Resource> = ["MedicationRequest", "MedicationStatement"]
         .iter()
@@ -142,7 +138,7 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn(
         "draft_medications",
         |c: &mut HookContext, codes: Dynamic| {
-            let codes = codes_vec(&codes);
+            let codes = codes_of(&codes);
             let hits: Vec<Resource> =
                 c.0.draft_orders()
                     .iter()
