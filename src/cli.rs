@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use cardinal::config::Config;
-use cardinal::engine::RuleEngine;
 use cardinal::evaluator::Cardinal;
 use cardinal::registry;
 use cardinal::telemetry;
@@ -77,15 +76,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn check(dir: PathBuf, config: &Config) -> ExitCode {
-    let engine = RuleEngine::new(config.sandbox.clone());
-    match registry::load(&dir, &engine) {
-        Ok(registry) => {
+    let config = Config {
+        rules_dir: dir.clone(),
+        ..config.clone()
+    };
+    match Cardinal::engine(&config).and_then(|engine| {
+        let registry = registry::load(&dir, &engine)?;
+        Ok((engine, registry))
+    }) {
+        Ok((engine, registry)) => {
             println!(
                 "ok: {} services, {} rules in {}",
                 registry.len(),
                 registry.rule_count(),
                 dir.display()
             );
+            if let Some(local) = engine.terminology().local_source() {
+                if local.report().files > 0 {
+                    println!("terminology: {}", local.report());
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

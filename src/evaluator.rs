@@ -17,9 +17,10 @@ use crate::cds_hooks::{
     Discovery, EXTENSION_EVALUATION_TIME, FeedbackRequest, HookRequest, HookResponse, RequestError,
 };
 use crate::config::Config;
-use crate::engine::{RuleEngine, RuleInput, RuleOutcome, Verdict};
+use crate::engine::{CompileError, RuleEngine, RuleInput, RuleOutcome, Verdict};
 use crate::patient::PatientContext;
 use crate::registry::{self, CdsService, LoadErrors, Registry};
+use crate::terminology::{LocalTerminology, Terminology};
 
 /// Why a call was refused or failed. Messages never contain patient data.
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +93,44 @@ pub fn parse_evaluation_time(text: &str) -> Option<DateTime<Utc>> {
 }
 
 impl Cardinal {
-    /// Loads and compiles the rules directory named by `config`.
+    /// Loads the terminology and compiles the rules directory named by `config`.
     pub fn load(config: Config) -> Result<Self, LoadErrors> {
-        let engine = RuleEngine::new(config.sandbox.clone());
+        let engine = Self::engine(&config)?;
         let registry = registry::load(&config.rules_dir, &engine)?;
         Ok(Self::new(config, registry, engine))
+    }
+
+    /// The rule engine for `config`: sandbox limits plus the value sets shipped with the rules.
+    pub fn engine(config: &Config) -> Result<RuleEngine, LoadErrors> {
+        let local = LocalTerminology::load_rules_dir(&config.rules_dir).map_err(|errors| {
+            LoadErrors(
+                errors
+                    .into_iter()
+                    .map(|e| CompileError {
+                        path: config.rules_dir.clone(),
+                        line: None,
+                        column: None,
+                        message: e.to_string(),
+                    })
+                    .collect(),
+            )
+        })?;
+        let report = local.report();
+        if report.files > 0 {
+            tracing::info!(
+                value_sets = report.value_sets,
+                codes = report.codes,
+                code_systems = report.code_systems,
+                load_ms = report.elapsed.as_secs_f64() * 1000.0,
+                approx_bytes = report.approx_bytes,
+                "terminology loaded"
+            );
+        }
+        let terminology = Arc::new(Terminology::local(local));
+        Ok(RuleEngine::with_terminology(
+            config.sandbox.clone(),
+            terminology,
+        ))
     }
 
     pub fn new(config: Config, registry: Registry, engine: RuleEngine) -> Self {
@@ -240,6 +274,7 @@ impl Cardinal {
             now,
             default_source: service.default_source(),
             call_deadline: started + self.engine.limits().call_budget(),
+            data: service.data.clone(),
         };
         let outcomes: Vec<RuleOutcome> = service
             .rules

@@ -18,6 +18,7 @@ pub mod fhir;
 pub mod patient;
 pub mod registry;
 pub mod telemetry;
+pub mod terminology;
 pub mod transport;
 
 /// Generated from `proto/cardinal/v1/cds_hooks.proto`.

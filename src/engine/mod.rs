@@ -14,25 +14,43 @@ pub use compile::{CompileError, CompiledRule, RuleSource};
 pub use outcome::{ConditionCheck, RuleError, RuleErrorKind, RuleOutcome, Verdict};
 pub use run::RuleInput;
 pub use sandbox::SandboxLimits;
+use std::collections::BTreeMap;
 use std::path::Path;
-
 use std::sync::Arc;
+
+use crate::terminology::Terminology;
+
+/// A service's data tables (`[data]` in `service.toml`), by name: read-only JSON shared by its rules.
+pub type DataTables = BTreeMap<String, Arc<serde_json::Value>>;
 
 /// A configured Rhai engine plus everything rules may call. Shared by all requests.
 #[derive(Clone)]
 pub struct RuleEngine {
     engine: Arc<rhai::Engine>,
     limits: SandboxLimits,
+    terminology: Arc<Terminology>,
 }
 
 impl RuleEngine {
+    /// An engine whose rules see no value sets (tests, benchmarks of rules without terminology).
     pub fn new(limits: SandboxLimits) -> Self {
+        Self::with_terminology(limits, Arc::new(Terminology::default()))
+    }
+
+    /// An engine whose rules consult `terminology` (`in_valueset`, `lookup_display`, `subsumes`).
+    pub fn with_terminology(limits: SandboxLimits, terminology: Arc<Terminology>) -> Self {
         let mut engine = sandbox::build(&limits);
-        api::register(&mut engine);
+        api::register(&mut engine, terminology.clone());
         Self {
             engine: Arc::new(engine),
             limits,
+            terminology,
         }
+    }
+
+    /// The terminology rules consult.
+    pub fn terminology(&self) -> &Terminology {
+        &self.terminology
     }
 
     pub fn limits(&self) -> &SandboxLimits {

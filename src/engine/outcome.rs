@@ -23,6 +23,8 @@ pub enum RuleErrorKind {
     SizeLimit,
     /// Not run: the call's time budget was spent by earlier rules.
     Budget,
+    /// A terminology look-up failed (unknown value set, server down or too slow).
+    Terminology,
 }
 
 impl RuleErrorKind {
@@ -33,6 +35,7 @@ impl RuleErrorKind {
             Self::OperationLimit => "operation-limit",
             Self::SizeLimit => "size-limit",
             Self::Budget => "budget",
+            Self::Terminology => "terminology",
         }
     }
 }

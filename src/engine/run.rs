@@ -1,6 +1,7 @@
 //! Running one compiled rule against one request, and classifying how it ended.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -9,6 +10,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope};
 use crate::cds_hooks::Source;
 use crate::patient::PatientContext;
 
+use super::DataTables;
 use super::api::{HookContext, Record};
 use super::compile::CompiledRule;
 use super::outcome::{RuleError, RuleErrorKind, RuleOutcome, Verdict};
@@ -27,6 +29,8 @@ pub struct RuleInput {
     pub default_source: Source,
     /// When the call's rule budget runs out: no rule runs past it.
     pub call_deadline: Instant,
+    /// The service's data tables, read by rules with `data("name")`.
+    pub data: Arc<DataTables>,
 }
 
 pub(crate) fn run(
@@ -51,6 +55,8 @@ pub(crate) fn run(
         conditions: Vec::new(),
         prints: Vec::new(),
         operations: 0,
+        data: input.data.clone(),
+        terminology_failed: false,
     };
     let (result, state) = run_state::with_state(state, || {
         catch_unwind(AssertUnwindSafe(|| {
@@ -60,7 +66,13 @@ pub(crate) fn run(
     let verdict = match result {
         Ok(Ok(_)) if state.cards.is_empty() => Verdict::NotFired,
         Ok(Ok(_)) => Verdict::Fired,
-        Ok(Err(err)) => classify(*err),
+        Ok(Err(err)) => match classify(*err) {
+            Verdict::Error(mut e) if state.terminology_failed => {
+                e.kind = RuleErrorKind::Terminology;
+                Verdict::Error(e)
+            }
+            verdict => verdict,
+        },
         Err(_) => Verdict::Error(RuleError {
             kind: RuleErrorKind::Runtime,
             message: "internal error while running the rule".into(),

@@ -4,12 +4,14 @@
 //! belong to through a thread-local instead of a shared, mutable context the rule could see.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
 use crate::cds_hooks::{Card, Fact, Source};
 
+use super::DataTables;
 use super::outcome::ConditionCheck;
 
 /// Value carried by `ErrorTerminated` when the rule's deadline passed.
@@ -26,6 +28,10 @@ pub(crate) struct RunState {
     pub conditions: Vec<ConditionCheck>,
     pub prints: Vec<String>,
     pub operations: u64,
+    /// The service's data tables (`data("name")`).
+    pub data: Arc<DataTables>,
+    /// Set when a terminology look-up failed, so the error is reported as a terminology error.
+    pub terminology_failed: bool,
 }
 
 thread_local! {
@@ -53,6 +59,8 @@ fn unreachable_state() -> RunState {
         conditions: Vec::new(),
         prints: Vec::new(),
         operations: 0,
+        data: Arc::default(),
+        terminology_failed: false,
     }
 }
 
@@ -76,6 +84,11 @@ pub(crate) fn record_print(text: &str) {
             run.prints.push(text.chars().take(1000).collect());
         }
     });
+}
+
+/// When the current run must stop (bounds remote terminology calls too).
+pub(crate) fn deadline() -> Instant {
+    with_run(|run| run.deadline).unwrap_or_else(Instant::now)
 }
 
 /// The evaluation time of the current run ("now"), never the wall clock.

@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::engine::{CompileError, RuleEngine, RuleSource};
+use serde_json::Value;
+
+use crate::engine::{CompileError, DataTables, RuleEngine, RuleSource};
 
 use super::manifest::Manifest;
 use super::{CdsService, Registry};
@@ -89,9 +92,98 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, CompileError> {
     Ok(manifest)
 }
 
+/// JSON data files already read, by path: packs share tables between services.
+type DataCache = HashMap<PathBuf, Arc<Value>>;
+
+fn load_data(
+    dir: &Path,
+    manifest_path: &Path,
+    tables: &std::collections::BTreeMap<String, String>,
+    cache: &mut DataCache,
+    errors: &mut Vec<CompileError>,
+) -> DataTables {
+    let mut loaded = DataTables::new();
+    for (name, file) in tables {
+        let path = dir.join(file);
+        let key = path.canonicalize().unwrap_or_else(|_| path.clone());
+        if let Some(value) = cache.get(&key) {
+            loaded.insert(name.clone(), value.clone());
+            continue;
+        }
+        let Some(text) = read(&path, errors) else {
+            continue;
+        };
+        match serde_json::from_str::<Value>(&text) {
+            Ok(value) => {
+                let value = Arc::new(value);
+                cache.insert(key, value.clone());
+                loaded.insert(name.clone(), value);
+            }
+            Err(e) => errors.push(CompileError {
+                path: path.clone(),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                message: format!(
+                    "data table `{name}` (named in {}): {e}",
+                    manifest_path.display()
+                ),
+            }),
+        }
+    }
+    loaded
+}
+
+/// Value-set URLs written as string literals in a rule or library file, with their positions.
+fn value_set_literals(text: &str) -> Vec<(String, usize, usize)> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        let mut rest = line;
+        let mut offset = 0;
+        while let Some(start) = rest.find("\"http") {
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('"') else { break };
+            let literal = &after[..end];
+            if literal.contains("/ValueSet/") {
+                found.push((literal.to_owned(), n + 1, offset + start + 2));
+            }
+            offset += start + 1 + end + 1;
+            rest = &after[end + 1..];
+        }
+    }
+    found
+}
+
+/// Checks that every value set a file names can be answered; returns the URLs.
+fn check_value_sets(
+    engine: &RuleEngine,
+    path: &Path,
+    text: &str,
+    errors: &mut Vec<CompileError>,
+) -> Vec<String> {
+    let mut urls = Vec::new();
+    for (url, line, column) in value_set_literals(text) {
+        if !engine.terminology().knows_value_set(&url) {
+            errors.push(CompileError {
+                path: path.to_path_buf(),
+                line: Some(line),
+                column: Some(column),
+                message: format!(
+                    "value set `{url}` is not in any `valuesets/` folder of the rules and no terminology server is configured"
+                ),
+            });
+        }
+        urls.push(url);
+    }
+    urls
+}
+
 fn load_service(
     engine: &RuleEngine,
     manifest_path: &Path,
+    data_cache: &mut DataCache,
     errors: &mut Vec<CompileError>,
 ) -> Option<CdsService> {
     let dir = manifest_path.parent()?.to_path_buf();
@@ -104,12 +196,15 @@ fn load_service(
         }
     };
     let before = errors.len();
+    let data = load_data(&dir, manifest_path, &manifest.data, data_cache, errors);
+    let mut value_sets = Vec::new();
     // Library files are concatenated in order, so later ones may use earlier ones' functions.
     let mut library_source = String::new();
     let mut library_path = manifest_path.to_path_buf();
     for include in &manifest.include {
         let path = dir.join(include);
         if let Some(text) = read(&path, errors) {
+            value_sets.extend(check_value_sets(engine, &path, &text, errors));
             match engine.compile_library(&path, &text) {
                 Ok(_) => {
                     library_source.push_str(&text);
@@ -161,6 +256,7 @@ fn load_service(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        value_sets.extend(check_value_sets(engine, &path, &source, errors));
         let settings = manifest.rules.get(&id).cloned().unwrap_or_default();
         if settings.disabled {
             continue;
@@ -177,10 +273,14 @@ fn load_service(
             Err(errs) => errors.extend(errs),
         }
     }
+    value_sets.sort();
+    value_sets.dedup();
     (errors.len() == before).then_some(CdsService {
         manifest,
         rules,
         dir,
+        data: Arc::new(data),
+        value_sets,
     })
 }
 
@@ -191,8 +291,9 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
     find_manifests(dir, &mut manifests, &mut errors);
     let mut services = Vec::new();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut data_cache = DataCache::new();
     for path in manifests {
-        if let Some(service) = load_service(engine, &path, &mut errors) {
+        if let Some(service) = load_service(engine, &path, &mut data_cache, &mut errors) {
             if let Some(first) = seen.get(service.id()) {
                 errors.push(error(
                     &path,
@@ -218,6 +319,19 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
 #[cfg(test)]
 mod tests {
     use super::line_col;
+
+    #[test]
+    fn value_set_literals_are_found_with_positions() {
+        let text = "// \"http://x/ValueSet/commented\"\nconst A = \"http://x/ValueSet/a\"; let b = \"http://x/other\";\nin_valueset(c, \"https://y/ValueSet/b|2\")";
+        let found = super::value_set_literals(text);
+        assert_eq!(
+            found,
+            vec![
+                ("http://x/ValueSet/a".to_owned(), 2, 12),
+                ("https://y/ValueSet/b|2".to_owned(), 3, 17)
+            ]
+        );
+    }
 
     #[test]
     fn line_and_column_are_one_based() {

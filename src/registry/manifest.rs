@@ -51,6 +51,10 @@ pub struct Manifest {
     pub evidence: Vec<EvidenceLink>,
     #[serde(default)]
     pub rules: BTreeMap<String, RuleOverride>,
+    /// Data tables (name -> JSON file relative to this folder) rules read with `data("name")`,
+    /// e.g. a conversion table the reader can audit.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
 }
 
 impl Manifest {

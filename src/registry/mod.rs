@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::cds_hooks::{EXTENSION_SERVICE, ServiceDescriptor, Source};
-use crate::engine::CompiledRule;
+use crate::engine::{CompiledRule, DataTables};
 
 /// One CDS service: its manifest and its compiled rules, in file-name order.
 #[derive(Debug)]
@@ -22,6 +22,10 @@ pub struct CdsService {
     pub manifest: Manifest,
     pub rules: Vec<CompiledRule>,
     pub dir: PathBuf,
+    /// The `[data]` tables, loaded once.
+    pub data: Arc<DataTables>,
+    /// Canonical URLs of the value sets its rules name.
+    pub value_sets: Vec<String>,
 }
 
 impl CdsService {
@@ -110,6 +114,18 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+
+    /// Every value set named by some rule, once.
+    pub fn value_sets(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .services
+            .values()
+            .flat_map(|s| s.value_sets.iter().cloned())
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls
     }
 
     pub fn rule_count(&self) -> usize {

@@ -3,17 +3,25 @@
 //!
 //! Documented for rule authors in `docs/rules.md`.
 
+mod data;
 mod emit;
 mod json;
 mod record;
 mod resource;
+mod terminology;
 mod time;
 
 pub(crate) use record::{HookContext, Record};
 
+use std::sync::Arc;
+
 use rhai::{Array, Dynamic, Engine};
 
-pub(crate) fn register(engine: &mut Engine) {
+use crate::terminology::Terminology;
+
+pub(crate) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
+    terminology::register(engine, terminology);
+    data::register(engine);
     record::register(engine);
     resource::register(engine);
     emit::register(engine);

@@ -1,0 +1,128 @@
+//! Terminology for rules: `in_valueset(x, url)`, `lookup_display(system, code)`,
+//! `subsumes(system, ancestor, code)`. A positive value-set match is recorded in the rule's
+//! explanation (which value set, which code). A failed look-up stops the rule with a terminology
+//! error; it never hangs the call (remote sources obey the rule's deadline).
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
+
+use crate::cds_hooks::Fact;
+use crate::fhir::split_code;
+use crate::terminology::{Terminology, TerminologyError};
+
+use super::super::run_state;
+use super::resource::ResourceHandle;
+
+/// At most this many value-set matches are recorded per rule run.
+const MAX_TERMINOLOGY_FACTS: usize = 20;
+
+fn failure(ctx: &NativeCallContext, err: TerminologyError) -> Box<EvalAltResult> {
+    run_state::with_run(|run| run.terminology_failed = true);
+    EvalAltResult::ErrorRuntime(Dynamic::from(err.to_string()), ctx.call_position()).into()
+}
+
+/// The (system, code) pairs of whatever a rule passes: a resource (its main code), a
+/// CodeableConcept or Coding map, an array of those, or a `system|code` string.
+fn codings_of(value: &Dynamic, out: &mut Vec<(String, String)>, reference: &mut Option<String>) {
+    if let Some(ResourceHandle(r)) = value.clone().try_cast::<ResourceHandle>() {
+        out.extend(r.codings().map(|(s, c)| (s.to_owned(), c.to_owned())));
+        if reference.is_none() {
+            *reference = r.reference();
+        }
+    } else if let Some(map) = value.clone().try_cast::<Map>() {
+        if let Some(codings) = map.get("coding") {
+            codings_of(codings, out, reference);
+        } else if let Some(code) = map.get("code").and_then(|c| c.clone().into_string().ok()) {
+            let system = map
+                .get("system")
+                .and_then(|s| s.clone().into_string().ok())
+                .unwrap_or_default();
+            out.push((system, code));
+        }
+    } else if let Some(items) = value.clone().try_cast::<Array>() {
+        for item in &items {
+            codings_of(item, out, reference);
+        }
+    } else if let Some(text) = value.clone().try_cast::<rhai::ImmutableString>() {
+        let (system, code) = split_code(&text);
+        out.push((system.unwrap_or_default().to_owned(), code.to_owned()));
+    }
+}
+
+/// Last path segment of a canonical URL: a readable name for the explanation.
+fn short_name(url: &str) -> &str {
+    let url = url.split('|').next().unwrap_or(url);
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+fn record_match(url: &str, system: &str, code: &str, source: &str, reference: Option<String>) {
+    run_state::with_run(|run| {
+        let name = format!("in value set {}", short_name(url));
+        let value = format!("{system}|{code}");
+        let recorded = run
+            .facts
+            .iter()
+            .filter(|f| f.origin.as_deref() == Some("terminology"))
+            .count();
+        let duplicate = run
+            .facts
+            .iter()
+            .any(|f| f.name == name && f.value.as_deref() == Some(value.as_str()));
+        if recorded < MAX_TERMINOLOGY_FACTS && !duplicate && run.facts.len() < 200 {
+            run.facts.push(Fact {
+                name,
+                value: Some(value),
+                note: Some(format!("{url} ({source})")),
+                reference,
+                origin: Some("terminology".into()),
+                ..Fact::default()
+            });
+        }
+    });
+}
+
+pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
+    let t = terminology.clone();
+    engine.register_fn(
+        "in_valueset",
+        move |ctx: NativeCallContext, value: Dynamic, url: &str| {
+            let mut codings = Vec::new();
+            let mut reference = None;
+            codings_of(&value, &mut codings, &mut reference);
+            let pairs = codings.iter().map(|(s, c)| (s.as_str(), c.as_str()));
+            match t.first_member(url, pairs, run_state::deadline()) {
+                Ok(Some(m)) => {
+                    record_match(url, m.system, m.code, m.source, reference);
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
+                Err(e) => Err(failure(&ctx, e)),
+            }
+        },
+    );
+    let t = terminology.clone();
+    engine.register_fn(
+        "lookup_display",
+        move |ctx: NativeCallContext, system: &str, code: &str| match t.lookup_display(
+            system,
+            code,
+            run_state::deadline(),
+        ) {
+            Ok(Some(display)) => Ok(Dynamic::from(display)),
+            Ok(None) => Ok(Dynamic::UNIT),
+            Err(e) => Err(failure(&ctx, e)),
+        },
+    );
+    let t = terminology;
+    engine.register_fn(
+        "subsumes",
+        move |ctx: NativeCallContext, system: &str, ancestor: &str, code: &str| {
+            use crate::terminology::Subsumption::{Equivalent, Subsumes};
+            match t.subsumes(system, ancestor, code, run_state::deadline()) {
+                Ok(relation) => Ok(matches!(relation, Equivalent | Subsumes)),
+                Err(e) => Err(failure(&ctx, e)),
+            }
+        },
+    );
+}

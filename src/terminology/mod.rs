@@ -1,0 +1,236 @@
+//! Terminology: "is this code in value set X?", "what is this code's display?", "does A subsume B?".
+//!
+//! One interface ([`TerminologySource`]) with two sources: value sets and code systems shipped with
+//! the rule packs ([`LocalTerminology`], the default) and, when configured, a remote FHIR terminology
+//! server. [`Terminology`] asks the sources in the configured order; the first that knows the value
+//! set (or code system) answers.
+
+mod local;
+
+pub use local::{LoadReport, LocalTerminology};
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why a terminology question could not be answered. Messages name value sets and code systems,
+/// never patient data.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TerminologyError {
+    #[error("value set `{0}` is not known to any terminology source")]
+    UnknownValueSet(String),
+    #[error("code system `{0}` is not known to any terminology source")]
+    UnknownCodeSystem(String),
+    #[error("terminology server did not answer in time ({0})")]
+    Timeout(String),
+    #[error("terminology server error: {0}")]
+    Server(String),
+    #[error("cannot load terminology file {path}: {message}")]
+    Load { path: String, message: String },
+}
+
+/// The relation between two codes of one code system (`CodeSystem/$subsumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subsumption {
+    Equivalent,
+    Subsumes,
+    SubsumedBy,
+    NotSubsumed,
+}
+
+impl Subsumption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Equivalent => "equivalent",
+            Self::Subsumes => "subsumes",
+            Self::SubsumedBy => "subsumed-by",
+            Self::NotSubsumed => "not-subsumed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "equivalent" => Self::Equivalent,
+            "subsumes" => Self::Subsumes,
+            "subsumed-by" => Self::SubsumedBy,
+            "not-subsumed" => Self::NotSubsumed,
+            _ => return None,
+        })
+    }
+}
+
+/// A place terminology answers come from. Every method returns `Ok(None)` when the source does not
+/// know the value set or code system at all, so the next source can be asked; `deadline` bounds any
+/// remote work (rules must never hang on terminology).
+pub trait TerminologySource: Send + Sync {
+    /// Short name recorded in explanations and metrics (`local`, `remote`).
+    fn name(&self) -> &'static str;
+
+    /// Whether (`system`, `code`) is in the value set `url` (canonical URL, optionally `url|version`).
+    fn validate_code(
+        &self,
+        url: &str,
+        system: &str,
+        code: &str,
+        deadline: Instant,
+    ) -> Result<Option<bool>, TerminologyError>;
+
+    /// The display of a code (`CodeSystem/$lookup`).
+    fn lookup_display(
+        &self,
+        system: &str,
+        code: &str,
+        deadline: Instant,
+    ) -> Result<Option<String>, TerminologyError>;
+
+    /// How `a` relates to `b` in `system` (`CodeSystem/$subsumes`).
+    fn subsumes(
+        &self,
+        system: &str,
+        a: &str,
+        b: &str,
+        deadline: Instant,
+    ) -> Result<Option<Subsumption>, TerminologyError>;
+}
+
+/// An answer to "is this code in the value set", with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub member: bool,
+    pub source: &'static str,
+}
+
+/// The coding that made a concept a member of a value set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match<'a> {
+    pub system: &'a str,
+    pub code: &'a str,
+    pub source: &'static str,
+}
+
+/// The terminology sources in resolution order. Shared by every request.
+#[derive(Clone, Default)]
+pub struct Terminology {
+    sources: Vec<Arc<dyn TerminologySource>>,
+    local: Option<Arc<LocalTerminology>>,
+}
+
+impl fmt::Debug for Terminology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.sources.iter().map(|s| s.name()).collect();
+        f.debug_struct("Terminology")
+            .field("sources", &names)
+            .finish()
+    }
+}
+
+impl Terminology {
+    /// Only the value sets shipped with the rules.
+    pub fn local(local: LocalTerminology) -> Self {
+        let local = Arc::new(local);
+        Self {
+            sources: vec![local.clone()],
+            local: Some(local),
+        }
+    }
+
+    /// Sources in the given order; `local` (if any) is also kept for start-up checks.
+    pub fn with_sources(
+        sources: Vec<Arc<dyn TerminologySource>>,
+        local: Option<Arc<LocalTerminology>>,
+    ) -> Self {
+        Self { sources, local }
+    }
+
+    /// The value sets and code systems shipped with the rules.
+    pub fn local_source(&self) -> Option<&LocalTerminology> {
+        self.local.as_deref()
+    }
+
+    /// Names of the sources, in resolution order.
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.sources.iter().map(|s| s.name()).collect()
+    }
+
+    pub fn validate_code(
+        &self,
+        url: &str,
+        system: &str,
+        code: &str,
+        deadline: Instant,
+    ) -> Result<Membership, TerminologyError> {
+        for source in &self.sources {
+            if let Some(member) = source.validate_code(url, system, code, deadline)? {
+                return Ok(Membership {
+                    member,
+                    source: source.name(),
+                });
+            }
+        }
+        Err(TerminologyError::UnknownValueSet(url.to_owned()))
+    }
+
+    /// Whether any of `codings` is in the value set; the first matching coding is returned.
+    pub fn first_member<'a>(
+        &self,
+        url: &str,
+        codings: impl IntoIterator<Item = (&'a str, &'a str)>,
+        deadline: Instant,
+    ) -> Result<Option<Match<'a>>, TerminologyError> {
+        let mut known = false;
+        for (system, code) in codings {
+            let answer = self.validate_code(url, system, code, deadline)?;
+            known = true;
+            if answer.member {
+                return Ok(Some(Match {
+                    system,
+                    code,
+                    source: answer.source,
+                }));
+            }
+        }
+        if !known && !self.knows_value_set(url) {
+            return Err(TerminologyError::UnknownValueSet(url.to_owned()));
+        }
+        Ok(None)
+    }
+
+    /// Whether some source can answer for this value set without being asked a code (local only;
+    /// a remote source is assumed to know every value set).
+    pub fn knows_value_set(&self, url: &str) -> bool {
+        self.sources.iter().any(|s| s.name() != "local")
+            || self.local.as_ref().is_some_and(|l| l.has_value_set(url))
+    }
+
+    pub fn lookup_display(
+        &self,
+        system: &str,
+        code: &str,
+        deadline: Instant,
+    ) -> Result<Option<String>, TerminologyError> {
+        for source in &self.sources {
+            if let Some(display) = source.lookup_display(system, code, deadline)? {
+                return Ok(Some(display));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn subsumes(
+        &self,
+        system: &str,
+        a: &str,
+        b: &str,
+        deadline: Instant,
+    ) -> Result<Subsumption, TerminologyError> {
+        for source in &self.sources {
+            if let Some(answer) = source.subsumes(system, a, b, deadline)? {
+                return Ok(answer);
+            }
+        }
+        if a == b {
+            return Ok(Subsumption::Equivalent);
+        }
+        Err(TerminologyError::UnknownCodeSystem(system.to_owned()))
+    }
+}
