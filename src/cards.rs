@@ -227,12 +227,14 @@ pub fn finish(mut card: Card, explanation: Explanation) -> Card {
             suggestion.uuid = Some(Uuid::new_v4().to_string());
         }
     }
-    if !explanation.facts.is_empty() {
-        let why: Vec<String> = explanation
-            .facts
-            .iter()
-            .map(|f| f.to_markdown_line())
-            .collect();
+    // Value-set matches stay in the machine-readable explanation; the clinician reads the rule's facts.
+    let why: Vec<String> = explanation
+        .facts
+        .iter()
+        .filter(|f| f.origin.as_deref() != Some("terminology"))
+        .map(|f| f.to_markdown_line())
+        .collect();
+    if !why.is_empty() {
         let section = format!("**Why this card**\n{}", why.join("\n"));
         card.detail = Some(match card.detail.take() {
             Some(detail) => format!("{detail}\n\n{section}"),

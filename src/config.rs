@@ -57,6 +57,16 @@ impl Default for Config {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
+/// `port`, `port_8080_tcp_addr`, `service_host`, `service_port_http`...: the variables Kubernetes
+/// sets for a Service, with the `CARDINAL_` prefix removed.
+fn is_kubernetes_service_link(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "port"
+        || key.starts_with("port_")
+        || key.starts_with("service_host")
+        || key.starts_with("service_port")
+}
+
 impl Config {
     /// Defaults, then `file` (if given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -70,8 +80,14 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        // CARDINAL_CONFIG names the file itself; it is not a setting.
-        figment = figment.merge(Env::prefixed("CARDINAL_").ignore(&["config"]).split("__"));
+        // CARDINAL_CONFIG names the file itself; it is not a setting. Kubernetes injects
+        // CARDINAL_PORT, CARDINAL_SERVICE_HOST, ... for a Service named `cardinal`: not settings either.
+        figment = figment.merge(
+            Env::prefixed("CARDINAL_")
+                .filter(|key| !is_kubernetes_service_link(key.as_str()))
+                .ignore(&["config"])
+                .split("__"),
+        );
         let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)

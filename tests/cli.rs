@@ -19,11 +19,25 @@ fn text(bytes: &[u8]) -> String {
 fn check_accepts_the_shipped_rules() {
     let out = cardinal(&["check", "rules"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("3 services, 3 rules"),
-        "{}",
-        text(&out.stdout)
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("20 services, 20 rules"), "{stdout}");
+    // The opioid pack's value sets are loaded and reported.
+    assert!(stdout.contains("terminology: 53 value sets"), "{stdout}");
+}
+
+#[test]
+fn kubernetes_service_variables_are_not_settings() {
+    // A Kubernetes Service named `cardinal` injects these into every pod of the namespace.
+    let out = cardinal(
+        &["check", "rules"],
+        &[
+            ("CARDINAL_PORT", "tcp://10.0.0.1:8080"),
+            ("CARDINAL_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("CARDINAL_SERVICE_HOST", "10.0.0.1"),
+            ("CARDINAL_SERVICE_PORT_HTTP", "8080"),
+        ],
     );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -59,7 +73,7 @@ fn rules_dir_comes_from_the_config_file_and_env_wins() {
         &[("CARDINAL_CONFIG", &path), ("CARDINAL_RULES_DIR", "rules")],
     );
     assert!(
-        text(&out.stdout).contains("3 services, 3 rules"),
+        text(&out.stdout).contains("20 services, 20 rules"),
         "{}",
         text(&out.stdout)
     );

@@ -49,6 +49,13 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Hidden entries (`.git`, and the `..data` links of a Kubernetes ConfigMap volume) hold no services.
+pub(crate) fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
 fn find_manifests(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<CompileError>) {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -59,7 +66,7 @@ fn find_manifests(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<Compile
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
-    for path in paths {
+    for path in paths.into_iter().filter(|p| !is_hidden(p)) {
         if path.is_dir() {
             find_manifests(&path, found, errors);
         } else if path.file_name().is_some_and(|n| n == MANIFEST_FILE) {
@@ -226,12 +233,16 @@ fn load_service(
             }
         }
     };
-    let mut rule_files: Vec<PathBuf> = fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "rhai"))
-        .filter(|p| !manifest.include.iter().any(|inc| dir.join(inc) == *p))
-        .collect();
+    let mut rule_files: Vec<PathBuf> = if manifest.rule_files.is_empty() {
+        fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "rhai"))
+            .filter(|p| !manifest.include.iter().any(|inc| dir.join(inc) == *p))
+            .collect()
+    } else {
+        manifest.rule_files.iter().map(|f| dir.join(f)).collect()
+    };
     rule_files.sort();
     if rule_files.is_empty() {
         errors.push(error(manifest_path, "service has no `.rhai` rule files"));
@@ -331,6 +342,29 @@ mod tests {
                 ("https://y/ValueSet/b|2".to_owned(), 3, 17)
             ]
         );
+    }
+
+    #[test]
+    fn hidden_folders_are_skipped() -> Result<(), Box<dyn std::error::Error>> {
+        // A ConfigMap volume: the files, plus the same files again under `..data` and a timestamped
+        // hidden folder. Each service must be found once.
+        let dir = tempfile::tempdir()?;
+        for sub in ["greeting", "..data/greeting", "..2026_11_25/greeting"] {
+            let d = dir.path().join(sub);
+            std::fs::create_dir_all(&d)?;
+            std::fs::write(
+                d.join("service.toml"),
+                "id = \"g\"\nhook = \"patient-view\"\ndescription = \"d\"\nversion = \"1\"\n",
+            )?;
+            std::fs::write(
+                d.join("hello.rhai"),
+                "card(#{summary: \"hi\", indicator: \"info\"});",
+            )?;
+        }
+        let engine = crate::engine::RuleEngine::new(Default::default());
+        let registry = super::load(dir.path(), &engine).map_err(|e| e.to_string())?;
+        assert_eq!(registry.len(), 1);
+        Ok(())
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Manifest {
     /// Library files (relative to this folder) whose functions and constants every rule may use.
     #[serde(default)]
     pub include: Vec<String>,
+    /// Rule files (relative to this folder) to run instead of the folder's own `.rhai` files, so two
+    /// services (e.g. the same logic on order-select and order-sign) can share one rule file.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
     pub source: Option<SourceSpec>,
     #[serde(default)]
     pub evidence: Vec<EvidenceLink>,

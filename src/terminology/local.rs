@@ -83,6 +83,8 @@ pub struct LocalTerminology {
     value_sets: HashMap<Box<str>, std::sync::Arc<ValueSetIndex>>,
     displays: HashMap<Box<str>, HashMap<Box<str>, Box<str>>>,
     code_systems: HashMap<Box<str>, CodeSystemIndex>,
+    /// Value-set id (last URL segment) → canonical URL; `None` when two value sets share the id.
+    ids: HashMap<Box<str>, Option<Box<str>>>,
     report: LoadReport,
 }
 
@@ -115,6 +117,20 @@ impl LocalTerminology {
 
     pub fn report(&self) -> &LoadReport {
         &self.report
+    }
+
+    /// The canonical URL of a value set shipped with the rules, by its id (`sickle-cell-diseases`).
+    /// `Err` names the URLs when the id is ambiguous.
+    pub fn url_of_id(&self, id: &str) -> Option<Result<&str, Vec<&str>>> {
+        match self.ids.get(id)? {
+            Some(url) => Some(Ok(url)),
+            None => Some(Err(self
+                .value_sets
+                .keys()
+                .map(|k| &**k)
+                .filter(|u| !u.contains('|') && u.rsplit('/').next() == Some(id))
+                .collect())),
+        }
     }
 
     pub fn has_value_set(&self, url: &str) -> bool {
@@ -225,6 +241,13 @@ impl LocalTerminology {
         if let Some(version) = json.get("version").and_then(Value::as_str) {
             self.value_sets
                 .insert(format!("{url}|{version}").into(), index.clone());
+        }
+        if !self.value_sets.contains_key(url) {
+            let id = url.rsplit('/').next().unwrap_or(url);
+            self.ids
+                .entry(id.into())
+                .and_modify(|known| *known = None)
+                .or_insert_with(|| Some(url.into()));
         }
         self.value_sets.insert(url.into(), index);
         Ok(())
@@ -386,7 +409,15 @@ fn find_terminology_files(dir: &Path, inside: bool, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        // Hidden entries: `.git`, or the `..data` links of a Kubernetes ConfigMap volume.
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
     paths.sort();
     for path in paths {
         if path.is_dir() {

@@ -19,6 +19,8 @@ use std::time::Instant;
 pub enum TerminologyError {
     #[error("value set `{0}` is not known to any terminology source")]
     UnknownValueSet(String),
+    #[error("value set id `{id}` is ambiguous: use the canonical URL ({})", .urls.join(", "))]
+    AmbiguousValueSet { id: String, urls: Vec<String> },
     #[error("code system `{0}` is not known to any terminology source")]
     UnknownCodeSystem(String),
     #[error("terminology server did not answer in time ({0})")]
@@ -168,6 +170,24 @@ impl Terminology {
             }
         }
         Err(TerminologyError::UnknownValueSet(url.to_owned()))
+    }
+
+    /// A canonical URL as given, or the URL of the shipped value set with that id.
+    pub fn resolve<'u>(
+        &self,
+        url_or_id: &'u str,
+    ) -> Result<std::borrow::Cow<'u, str>, TerminologyError> {
+        if url_or_id.contains(':') {
+            return Ok(url_or_id.into());
+        }
+        match self.local.as_ref().and_then(|l| l.url_of_id(url_or_id)) {
+            Some(Ok(url)) => Ok(url.to_owned().into()),
+            Some(Err(urls)) => Err(TerminologyError::AmbiguousValueSet {
+                id: url_or_id.to_owned(),
+                urls: urls.into_iter().map(str::to_owned).collect(),
+            }),
+            None => Err(TerminologyError::UnknownValueSet(url_or_id.to_owned())),
+        }
     }
 
     /// Whether any of `codings` is in the value set; the first matching coding is returned.

@@ -100,3 +100,25 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// The services of the CDC opioid prescribing pack in `rules/opioid-cds/`.
+#[allow(dead_code)]
+pub const OPIOID_SERVICES: [&str; 17] = [
+    "hello-world-patient-view",
+    "opioidcds-01",
+    "opioidcds-02",
+    "opioidcds-03",
+    "opioidcds-03-patient-view",
+    "opioidcds-04-05",
+    "opioidcds-06",
+    "opioidcds-07",
+    "opioidcds-08",
+    "opioidcds-08-order-sign",
+    "opioidcds-09",
+    "opioidcds-10",
+    "opioidcds-10-order-sign",
+    "opioidcds-10-patient-view",
+    "opioidcds-11",
+    "opioidcds-11-patient-view",
+    "opioidcds-12-patient-view",
+];

@@ -4,6 +4,7 @@
 //! Documented for rule authors in `docs/rules.md`.
 
 mod data;
+mod dosage;
 mod emit;
 mod json;
 mod record;
@@ -22,6 +23,7 @@ use crate::terminology::Terminology;
 pub(crate) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
     terminology::register(engine, terminology);
     data::register(engine);
+    dosage::register(engine);
     record::register(engine);
     resource::register(engine);
     emit::register(engine);

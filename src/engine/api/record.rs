@@ -57,7 +57,42 @@ fn patient_field(record: &Record, field: &str) -> Dynamic {
         .unwrap_or(Dynamic::UNIT)
 }
 
+/// The medication of an order, dispense or statement as a CodeableConcept: `medicationCodeableConcept`,
+/// or the `code` of the Medication its `medicationReference` points to (contained `#id`, or a
+/// Medication in the record whose id is the reference's last segment).
+fn medication_concept(record: &Record, item: &Resource) -> Option<Value> {
+    if let Some(concept) = item.get("medicationCodeableConcept") {
+        return Some(concept.clone());
+    }
+    let reference = item
+        .get("medicationReference")?
+        .get("reference")?
+        .as_str()?;
+    if let Some(local) = reference.strip_prefix('#') {
+        return item
+            .get("contained")?
+            .as_array()?
+            .iter()
+            .find(|c| c.get("id").and_then(Value::as_str) == Some(local))?
+            .get("code")
+            .cloned();
+    }
+    let id = reference.rsplit('/').next()?;
+    record
+        .0
+        .of_type("Medication")
+        .find(|m| m.id() == Some(id))?
+        .get("code")
+        .cloned()
+}
+
 pub(super) fn register(engine: &mut Engine) {
+    engine.register_fn("medication", |r: &mut Record, item: ResourceHandle| {
+        medication_concept(r, &item.0)
+            .as_ref()
+            .map(json_to_dynamic)
+            .unwrap_or(Dynamic::UNIT)
+    });
     engine.register_type_with_name::<Record>("PatientRecord");
     engine.register_type_with_name::<HookContext>("HookContext");
 

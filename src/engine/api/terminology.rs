@@ -91,9 +91,10 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
             let mut reference = None;
             codings_of(&value, &mut codings, &mut reference);
             let pairs = codings.iter().map(|(s, c)| (s.as_str(), c.as_str()));
-            match t.first_member(url, pairs, run_state::deadline()) {
+            let url = t.resolve(url).map_err(|e| failure(&ctx, e))?;
+            match t.first_member(&url, pairs, run_state::deadline()) {
                 Ok(Some(m)) => {
-                    record_match(url, m.system, m.code, m.source, reference);
+                    record_match(&url, m.system, m.code, m.source, reference);
                     Ok(true)
                 }
                 Ok(None) => Ok(false),
