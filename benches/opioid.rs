@@ -53,23 +53,40 @@ fn fixture_cases(cardinal: &Cardinal) -> Vec<Case> {
         .unwrap_or_default();
     paths.sort();
     let mut cases = Vec::new();
-    for path in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "json")) {
+    for path in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+    {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let Ok(case) = serde_json::from_str::<Value>(&text) else { continue };
-        let Some(service) = case["service"].as_str() else { continue };
-        let Ok(found) = cardinal.service(service) else { continue };
+        let Ok(case) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let Some(service) = case["service"].as_str() else {
+            continue;
+        };
+        let Ok(found) = cardinal.service(service) else {
+            continue;
+        };
         if !matches!(found.hook(), "order-sign" | "order-select") {
             continue;
         }
         if case["expect"]["status"].as_u64().is_some_and(|s| s != 200) {
             continue;
         }
-        let at = case["evaluation_time"].as_str().and_then(parse_evaluation_time);
+        let at = case["evaluation_time"]
+            .as_str()
+            .and_then(parse_evaluation_time);
         cases.push(Case {
-            name: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            name: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             service: service.to_owned(),
             body: serde_json::to_vec(&case["request"]).unwrap_or_default(),
-            options: CallOptions { evaluation_time: at, ..CallOptions::default() },
+            options: CallOptions {
+                evaluation_time: at,
+                ..CallOptions::default()
+            },
         });
     }
     cases
@@ -129,7 +146,10 @@ fn synthea_request(bundle: &Value) -> Option<Vec<u8>> {
 fn synthea_patients(limit: usize) -> Vec<(String, Vec<u8>)> {
     let dir = project().join("../shared/data/synthea");
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!("synthea: {} is absent; only the fixture cases are measured", dir.display());
+        eprintln!(
+            "synthea: {} is absent; only the fixture cases are measured",
+            dir.display()
+        );
         return Vec::new();
     };
     let mut files: Vec<(u64, PathBuf)> = entries
@@ -142,14 +162,27 @@ fn synthea_patients(limit: usize) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (_, path) in files.into_iter().take(limit) {
         let mut text = String::new();
-        let Ok(file) = std::fs::File::open(&path) else { continue };
-        if flate2::read::GzDecoder::new(file).read_to_string(&mut text).is_err() {
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .is_err()
+        {
             continue;
         }
-        let Ok(bundle) = serde_json::from_str::<Value>(&text) else { continue };
+        let Ok(bundle) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
         let name = path
             .file_name()
-            .map(|n| n.to_string_lossy().split('_').take(2).collect::<Vec<_>>().join("_"))
+            .map(|n| {
+                n.to_string_lossy()
+                    .split('_')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("_")
+            })
             .unwrap_or_default();
         if let Some(body) = synthea_request(&bundle) {
             out.push((name, body));
@@ -171,7 +204,10 @@ fn breakdown(cardinal: &Cardinal, label: &str, body: &[u8]) {
     };
     let parse = started.elapsed();
     let index_started = Instant::now();
-    drop(black_box(PatientContext::build(request.context.clone(), request.prefetch.clone())));
+    drop(black_box(PatientContext::build(
+        request.context.clone(),
+        request.prefetch.clone(),
+    )));
     let index = index_started.elapsed();
     eprintln!(
         "{label}: {} KB, parse {:.0} us, index {:.0} us",
@@ -188,7 +224,14 @@ fn breakdown(cardinal: &Cardinal, label: &str, body: &[u8]) {
         let rules: Vec<String> = evaluation
             .outcomes
             .iter()
-            .map(|o| format!("{} {} {:.0} us", o.rule_id, o.verdict.as_str(), micros(o.duration)))
+            .map(|o| {
+                format!(
+                    "{} {} {:.0} us",
+                    o.rule_id,
+                    o.verdict.as_str(),
+                    micros(o.duration)
+                )
+            })
             .collect();
         eprintln!(
             "  {service}: evaluate {:.0} us ({}), {} cards",
@@ -208,9 +251,13 @@ fn benches(c: &mut Criterion) {
         Err(e) => panic!("rules failed to load:\n{e}"),
     };
     let cases = fixture_cases(&cardinal);
-    assert!(!cases.is_empty(), "no opioid order test cases in rules/opioid-cds/tests");
+    assert!(
+        !cases.is_empty(),
+        "no opioid order test cases in rules/opioid-cds/tests"
+    );
     let evaluate = |case: &Case| {
-        let request = HookRequest::from_json_bytes(&case.body).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let request = HookRequest::from_json_bytes(&case.body)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         cardinal
             .evaluate(&case.service, request, case.options.clone())
             .unwrap_or_else(|e| panic!("{}: {e}", case.name))
@@ -240,7 +287,9 @@ fn benches(c: &mut Criterion) {
         breakdown(&cardinal, name, body);
     }
     let mut group = c.benchmark_group("synthea");
-    group.measurement_time(Duration::from_secs(5)).sample_size(20);
+    group
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(20);
     for (name, body) in &patients {
         group.bench_function(format!("{name}/parse"), |b| {
             b.iter(|| black_box(HookRequest::from_json_bytes(body)))
@@ -264,4 +313,3 @@ fn main() {
     benches(&mut c);
     c.final_summary();
 }
-

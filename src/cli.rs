@@ -109,35 +109,37 @@ fn check(dir: PathBuf, config: &Config) -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    telemetry::init_logging(config.log_format, &config.log_filter);
-    let listen = config.listen;
-    let rules_dir = config.rules_dir.clone();
-    let cardinal = match Cardinal::load(config) {
-        Ok(c) => c,
-        Err(errors) => {
-            for error in &errors.0 {
-                eprintln!("{error}");
-            }
-            anyhow::bail!(
-                "refusing to start: {} error(s) in rules directory {}",
-                errors.0.len(),
-                rules_dir.display()
-            );
-        }
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // The OTLP exporters need the runtime; they connect lazily, so a missing collector is not fatal.
+        let _telemetry = telemetry::init(config.log_format, &config.log_filter);
+        let listen = config.listen;
+        let rules_dir = config.rules_dir.clone();
+        let cardinal = match Cardinal::load(config) {
+            Ok(c) => c,
+            Err(errors) => {
+                for error in &errors.0 {
+                    eprintln!("{error}");
+                }
+                anyhow::bail!(
+                    "refusing to start: {} error(s) in rules directory {}",
+                    errors.0.len(),
+                    rules_dir.display()
+                );
+            }
+        };
         let services = cardinal.registry().len();
         let rules = cardinal.registry().rule_count();
-        let server = Server::bind(cardinal, listen)
+        let server = Server::bind(cardinal.clone(), listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = server.local_addr()?;
         tracing::info!(%addr, services, rules, "cardinal listening (HTTP/JSON and gRPC)");
         server.serve(shutdown_signal()).await?;
+        cardinal.metrics().shutdown();
         tracing::info!("cardinal stopped");
         Ok(ExitCode::SUCCESS)
     })

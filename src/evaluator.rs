@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::engine::{CompileError, RuleEngine, RuleInput, RuleOutcome, Verdict};
 use crate::patient::PatientContext;
 use crate::registry::{self, CdsService, LoadErrors, Registry};
+use crate::telemetry::{self, Metrics};
 use crate::terminology::{LocalTerminology, Terminology};
 
 /// Why a call was refused or failed. Messages never contain patient data.
@@ -80,6 +81,7 @@ pub struct Cardinal {
     engine: RuleEngine,
     config: Arc<Config>,
     permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 /// Parses an RFC 3339 date-time, or a plain date (taken at 00:00 UTC).
@@ -134,7 +136,11 @@ impl Cardinal {
     }
 
     pub fn new(config: Config, registry: Registry, engine: RuleEngine) -> Self {
+        // OTLP metric export needs a Tokio runtime; the CLI's in-process commands have none.
+        let otlp =
+            telemetry::otlp_endpoint().is_some() && tokio::runtime::Handle::try_current().is_ok();
         Self {
+            metrics: Arc::new(Metrics::new(otlp)),
             permits: Arc::new(Semaphore::new(config.max_concurrent_evaluations)),
             registry: Arc::new(registry),
             engine,
@@ -144,6 +150,10 @@ impl Cardinal {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn registry(&self) -> &Registry {

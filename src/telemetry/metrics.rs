@@ -1,0 +1,171 @@
+//! Metrics: hook calls by service and status, rule durations and outcomes, cards by rule and
+//! indicator, rule errors by kind, requests in flight. One OpenTelemetry meter provider per Cardinal,
+//! read by the Prometheus `/metrics` endpoint and, when an OTLP endpoint is configured, exported.
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, UpDownCounter};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+/// Bucket bounds in seconds: CDS Hooks answers are sub-millisecond to a few hundred milliseconds.
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Cardinal's instruments.
+pub struct Metrics {
+    provider: SdkMeterProvider,
+    registry: prometheus::Registry,
+    meter: Meter,
+    hook_duration: Histogram<f64>,
+    rule_duration: Histogram<f64>,
+    rule_evaluations: Counter<u64>,
+    rule_errors: Counter<u64>,
+    cards: Counter<u64>,
+    in_flight: UpDownCounter<i64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Prometheus only (tests, CLI), or Prometheus plus OTLP export when `otlp` is set (needs a Tokio
+    /// runtime).
+    pub fn new(otlp: bool) -> Self {
+        let registry = prometheus::Registry::new();
+        let mut builder = SdkMeterProvider::builder().with_resource(super::resource());
+        match opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_reader(exporter),
+            Err(e) => tracing::warn!(error = %e, "Prometheus metrics unavailable"),
+        }
+        if otlp {
+            match opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+            {
+                Ok(exporter) => builder = builder.with_periodic_exporter(exporter),
+                Err(e) => tracing::warn!(error = %e, "OTLP metric export disabled"),
+            }
+        }
+        let provider = builder.build();
+        let meter = provider.meter("cardinal");
+        Self {
+            hook_duration: meter
+                .f64_histogram("cardinal.hook.duration")
+                .with_unit("s")
+                .with_description("CDS Hooks calls, by service and HTTP-equivalent status")
+                .with_boundaries(SECONDS_BUCKETS.to_vec())
+                .build(),
+            rule_duration: meter
+                .f64_histogram("cardinal.rule.duration")
+                .with_unit("s")
+                .with_description("Rule runs, by service, rule and outcome")
+                .with_boundaries(SECONDS_BUCKETS.to_vec())
+                .build(),
+            rule_evaluations: meter
+                .u64_counter("cardinal.rule.evaluations")
+                .with_description(
+                    "Rule runs, by service, rule and outcome (fired, not-fired, error)",
+                )
+                .build(),
+            rule_errors: meter
+                .u64_counter("cardinal.rule.errors")
+                .with_description("Rules stopped by an error, by service, rule and kind")
+                .build(),
+            cards: meter
+                .u64_counter("cardinal.cards")
+                .with_description("Cards returned, by service, rule and indicator")
+                .build(),
+            in_flight: meter
+                .i64_up_down_counter("cardinal.hook.in_flight")
+                .with_description("CDS Hooks calls being evaluated")
+                .build(),
+            meter,
+            provider,
+            registry,
+        }
+    }
+
+    /// The meter, for instruments owned by other parts (terminology cache, prefetch).
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    pub fn hook_call(&self, service: &str, status: u16, duration: Duration) {
+        self.hook_duration.record(
+            duration.as_secs_f64(),
+            &[
+                KeyValue::new("service", service.to_owned()),
+                KeyValue::new("status", i64::from(status)),
+            ],
+        );
+    }
+
+    pub fn rule_run(&self, service: &str, rule: &str, outcome: &str, duration: Duration) {
+        let attributes = [
+            KeyValue::new("service", service.to_owned()),
+            KeyValue::new("rule", rule.to_owned()),
+            KeyValue::new("outcome", outcome.to_owned()),
+        ];
+        self.rule_duration
+            .record(duration.as_secs_f64(), &attributes);
+        self.rule_evaluations.add(1, &attributes);
+    }
+
+    pub fn rule_error(&self, service: &str, rule: &str, kind: &str) {
+        self.rule_errors.add(
+            1,
+            &[
+                KeyValue::new("service", service.to_owned()),
+                KeyValue::new("rule", rule.to_owned()),
+                KeyValue::new("kind", kind.to_owned()),
+            ],
+        );
+    }
+
+    pub fn card(&self, service: &str, rule: &str, indicator: &str) {
+        self.cards.add(
+            1,
+            &[
+                KeyValue::new("service", service.to_owned()),
+                KeyValue::new("rule", rule.to_owned()),
+                KeyValue::new("indicator", indicator.to_owned()),
+            ],
+        );
+    }
+
+    /// Counts a call in flight until the returned guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.add(1, &[]);
+        InFlight(&self.in_flight)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn prometheus_text(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_default()
+    }
+
+    /// Pushes pending OTLP metrics (at shutdown).
+    pub fn shutdown(&self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+pub struct InFlight<'a>(&'a UpDownCounter<i64>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.add(-1, &[]);
+    }
+}
