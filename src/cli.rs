@@ -1,17 +1,22 @@
-//! The `cardinal` command line: `serve` runs the service; `check` compiles a rules directory.
+//! The `cardinal` command line: `serve` runs the service; `check` compiles a rules directory; `test`
+//! runs the rule test cases; `explain` shows why each rule of a service fired or not.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use cardinal::cds_hooks::HookRequest;
 use cardinal::config::Config;
-use cardinal::evaluator::Cardinal;
+use cardinal::evaluator::{CallOptions, Cardinal, parse_evaluation_time};
+use cardinal::explain::ExplainReport;
 use cardinal::registry;
+use cardinal::rule_tests::{self, report};
 use cardinal::telemetry;
 use cardinal::transport::Server;
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +48,37 @@ enum Command {
         /// Rules directory (default: the configured one).
         dir: Option<PathBuf>,
     },
+    /// Run the test cases in every `tests/` folder below the rules directory.
+    ///
+    /// Exit status: 0 when every case passes, 1 when any fails, 2 when a rule or a test file cannot
+    /// be loaded.
+    Test {
+        /// Rules directory (default: the configured one).
+        dir: Option<PathBuf>,
+        /// Run only the cases whose file path or service id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Evaluate one request and show, for every rule of the service, whether it fired, the facts it
+    /// recorded and the conditions it checked (which one was false when it did not fire).
+    Explain {
+        /// A CDS Hooks request, or a test-case file (its `request`, `service` and
+        /// `evaluation_time` are used).
+        #[arg(long)]
+        request: PathBuf,
+        /// The service to call (default: the test case's `service`).
+        #[arg(long)]
+        service: Option<String>,
+        /// Evaluation time ("now" for the rules): RFC 3339 or YYYY-MM-DD.
+        #[arg(long)]
+        at: Option<String>,
+        /// Print the report as JSON (the same as `POST /cds-services/{id}/explain`).
+        #[arg(long)]
+        json: bool,
+        /// Rules directory (default: the configured one).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -72,7 +108,178 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir.unwrap_or_else(|| config.rules_dir.clone()),
             &config,
         )),
+        Command::Test { dir, filter } => Ok(test(
+            dir.unwrap_or_else(|| config.rules_dir.clone()),
+            filter.as_deref(),
+            &config,
+        )),
+        Command::Explain {
+            request,
+            service,
+            at,
+            json,
+            rules,
+        } => {
+            let dir = rules.unwrap_or_else(|| config.rules_dir.clone());
+            Ok(explain(&request, service, at, json, &dir, &config))
+        }
     }
+}
+
+/// Loads a rules directory for `test` and `explain` (evaluation time pinning allowed); on failure
+/// returns every error as `file:line:column: message`.
+fn load_rules(dir: &Path, config: &Config) -> Result<Cardinal, Vec<String>> {
+    let config = Config {
+        rules_dir: dir.to_path_buf(),
+        allow_evaluation_time_override: true,
+        ..config.clone()
+    };
+    Cardinal::load(config).map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
+}
+
+fn test(dir: PathBuf, filter: Option<&str>, config: &Config) -> ExitCode {
+    let loaded = load_rules(&dir, config);
+    let suites = rule_tests::discover(&dir);
+    let (cardinal, suites) = match (loaded, suites) {
+        (Ok(cardinal), Ok(suites)) => (cardinal, suites),
+        (loaded, suites) => {
+            let mut errors = loaded.err().unwrap_or_default();
+            errors.extend(
+                suites
+                    .err()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ToString::to_string),
+            );
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            eprintln!("{} error(s) in {}", errors.len(), dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut results = Vec::new();
+    for suite in &suites {
+        for case in &suite.cases {
+            if filter.is_some_and(|f| !case.matches(f)) {
+                continue;
+            }
+            let result = rule_tests::run_case(&cardinal, case, &suite.aliases);
+            println!("{}", report::case_line(&result));
+            if !result.passed() {
+                print!("{}", report::failure_details(&result));
+            }
+            results.push(result);
+        }
+    }
+    if results.is_empty() {
+        match filter {
+            Some(f) => println!("no test case matches --filter `{f}`"),
+            None => println!(
+                "no test cases in the tests/ folders below {}",
+                dir.display()
+            ),
+        }
+    }
+    println!("{}", report::summary_line(&results));
+    if results.iter().all(|r| r.passed()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A request file: a bare CDS Hooks request, or a test case (`request`, `service`,
+/// `evaluation_time`).
+fn read_request_file(path: &Path) -> Result<(Value, Option<String>, Option<String>), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: not valid JSON",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    let is_case = value.get("hook").is_none() && value.get("request").is_some_and(Value::is_object);
+    if !is_case {
+        return Ok((value, None, None));
+    }
+    let text_field = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    let (service, at) = (text_field("service"), text_field("evaluation_time"));
+    let request = value.get("request").cloned().unwrap_or(Value::Null);
+    Ok((request, service, at))
+}
+
+fn explain(
+    file: &Path,
+    service: Option<String>,
+    at: Option<String>,
+    json: bool,
+    dir: &Path,
+    config: &Config,
+) -> ExitCode {
+    let usage = |message: String| {
+        eprintln!("cardinal explain: {message}");
+        ExitCode::from(2)
+    };
+    let (request, case_service, case_at) = match read_request_file(file) {
+        Ok(found) => found,
+        Err(e) => return usage(e),
+    };
+    let Some(service) = service.or(case_service) else {
+        return usage(
+            "--service is required (the request file is not a test case naming one)".into(),
+        );
+    };
+    let evaluation_time = match at.or(case_at) {
+        None => None,
+        Some(text) => match parse_evaluation_time(&text) {
+            Some(t) => Some(t),
+            None => {
+                return usage(format!(
+                    "--at `{text}` is not an RFC 3339 date-time or a date"
+                ));
+            }
+        },
+    };
+    let cardinal = match load_rules(dir, config) {
+        Ok(c) => c,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            eprintln!("{} error(s) in {}", errors.len(), dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let refused = |status: u16, message: String| {
+        eprintln!("refused with HTTP {status}: {message}");
+        ExitCode::FAILURE
+    };
+    let request = match HookRequest::from_value(request) {
+        Ok(r) => r,
+        Err(e) => return refused(400, e.to_string()),
+    };
+    let options = CallOptions {
+        evaluation_time,
+        trace_id: None,
+    };
+    let evaluation = match cardinal.evaluate(&service, request, options) {
+        Ok(e) => e,
+        Err(e) => return refused(e.http_status(), e.to_string()),
+    };
+    let report = ExplainReport::new(&cardinal, &evaluation);
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return usage(format!("cannot write the report: {e}")),
+        }
+    } else {
+        println!("{report}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(dir: PathBuf, config: &Config) -> ExitCode {

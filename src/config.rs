@@ -32,6 +32,9 @@ pub struct Config {
     pub allow_evaluation_time_override: bool,
     /// Hook calls evaluated at once; further calls wait their turn.
     pub max_concurrent_evaluations: usize,
+    /// Whether `POST /cds-services/{id}/explain` answers (every rule's verdict, facts and
+    /// conditions, for rule authors). Off in production: the report can quote patient data.
+    pub explain_endpoint: bool,
     pub log_format: LogFormat,
     /// Default log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
     pub log_filter: String,
@@ -46,6 +49,7 @@ impl Default for Config {
             max_body_bytes: 5 * 1024 * 1024,
             allow_evaluation_time_override: true,
             max_concurrent_evaluations: 64,
+            explain_endpoint: false,
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             sandbox: SandboxLimits::default(),

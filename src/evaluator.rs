@@ -36,6 +36,19 @@ pub enum CallError {
     Internal(String),
 }
 
+impl CallError {
+    /// The HTTP status the CDS Hooks endpoint answers this refusal with (`cardinal test` compares
+    /// refusals by it, so in-process and HTTP results read the same).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::UnknownService(_) => 404,
+            Self::InvalidRequest(_) => 400,
+            Self::PrefetchUnavailable(_) => 412,
+            Self::Internal(_) => 500,
+        }
+    }
+}
+
 /// Per-call settings that come from the transport rather than the CDS Hooks body.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {

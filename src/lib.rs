@@ -7,16 +7,20 @@
 //! - FHIR resources are read in one pass in [`fhir`] and indexed once per call in [`patient`];
 //! - rules run in the sandboxed [`engine`], loaded from `rules/` by [`registry`];
 //! - cards are built and explained in [`cards`];
-//! - the wire model is [`cds_hooks`].
+//! - the wire model is [`cds_hooks`];
+//! - for rule authors: [`explain`] (every rule's verdict, facts and conditions) and [`rule_tests`]
+//!   (`cardinal test`: test cases next to the rules).
 
 pub mod cards;
 pub mod cds_hooks;
 pub mod config;
 pub mod engine;
 pub mod evaluator;
+pub mod explain;
 pub mod fhir;
 pub mod patient;
 pub mod registry;
+pub mod rule_tests;
 pub mod telemetry;
 pub mod terminology;
 pub mod transport;

@@ -1,4 +1,5 @@
-//! The CDS Hooks HTTP/JSON API: discovery, service calls, feedback, health.
+//! The CDS Hooks HTTP/JSON API: discovery, service calls, feedback, health, and (when configured)
+//! the explain report for rule authors.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,7 +11,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::cds_hooks::{FeedbackRequest, HookRequest, IssueType};
-use crate::evaluator::{CallOptions, Cardinal, parse_evaluation_time};
+use crate::evaluator::{CallOptions, Cardinal, Evaluation, parse_evaluation_time};
+use crate::explain::ExplainReport;
 
 use super::EVALUATION_TIME_HEADER;
 use super::http_error::HttpError;
@@ -22,6 +24,10 @@ pub fn routes(cardinal: Cardinal) -> Router {
         .route(
             "/cds-services/{id}",
             post(call).fallback(method_not_allowed),
+        )
+        .route(
+            "/cds-services/{id}/explain",
+            post(explain).fallback(method_not_allowed),
         )
         .route(
             "/cds-services/{id}/feedback",
@@ -79,16 +85,42 @@ async fn call(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let evaluation = evaluate(&cardinal, &id, &headers, body).await?;
+    Ok(Json(evaluation.response).into_response())
+}
+
+/// Same body, validation and refusals as a hook call; answers with every rule's verdict, facts and
+/// conditions. Off unless `explain_endpoint = true`: the report can quote patient data.
+async fn explain(
+    State(cardinal): State<Cardinal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    if !cardinal.config().explain_endpoint {
+        return Err(HttpError::not_found(
+            "the explain endpoint is disabled on this server (configuration `explain_endpoint`)",
+        ));
+    }
+    let evaluation = evaluate(&cardinal, &id, &headers, body).await?;
+    Ok(Json(ExplainReport::new(&cardinal, &evaluation)).into_response())
+}
+
+async fn evaluate(
+    cardinal: &Cardinal,
+    id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Evaluation, HttpError> {
     // Unknown service first: 404 wins over a body problem.
-    cardinal.service(&id)?;
+    cardinal.service(id)?;
     let body = body_or_error(body)?;
     let request = parse_request(body).await?;
     let options = CallOptions {
-        evaluation_time: evaluation_time(&headers)?,
+        evaluation_time: evaluation_time(headers)?,
         trace_id: None,
     };
-    let evaluation = cardinal.call(&id, request, options).await?;
-    Ok(Json(evaluation.response).into_response())
+    Ok(cardinal.call(id, request, options).await?)
 }
 
 /// Bodies above this size are parsed on the blocking pool, so a large patient does not stall the

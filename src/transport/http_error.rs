@@ -42,19 +42,15 @@ impl From<RequestError> for HttpError {
 
 impl From<CallError> for HttpError {
     fn from(err: CallError) -> Self {
+        let status =
+            StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match err {
             CallError::UnknownService(_) => Self::not_found(err.to_string()),
             CallError::InvalidRequest(e) => e.into(),
-            CallError::PrefetchUnavailable(_) => Self::new(
-                StatusCode::PRECONDITION_FAILED,
-                IssueType::Incomplete,
-                err.to_string(),
-            ),
-            CallError::Internal(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                IssueType::Exception,
-                err.to_string(),
-            ),
+            CallError::PrefetchUnavailable(_) => {
+                Self::new(status, IssueType::Incomplete, err.to_string())
+            }
+            CallError::Internal(_) => Self::new(status, IssueType::Exception, err.to_string()),
         }
     }
 }
@@ -68,5 +64,25 @@ impl IntoResponse for HttpError {
             header::HeaderValue::from_static("application/fhir+json"),
         );
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_status_of_a_call_error_is_the_one_the_endpoint_answers() {
+        let errors = || {
+            vec![
+                CallError::UnknownService("x".into()),
+                CallError::InvalidRequest(RequestError::MissingField("hook".into())),
+                CallError::PrefetchUnavailable("prefetch x".into()),
+                CallError::Internal("x".into()),
+            ]
+        };
+        for (err, same) in errors().into_iter().zip(errors()) {
+            assert_eq!(HttpError::from(err).status.as_u16(), same.http_status());
+        }
     }
 }

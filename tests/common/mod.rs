@@ -36,9 +36,11 @@ impl TestServer {
         Self::start_with_rules(&project_path("rules")).await
     }
 
+    /// The test configuration: the rules in `rules`, and the explain endpoint turned on.
     pub async fn start_with_rules(rules: &Path) -> Self {
         let config = Config {
             rules_dir: rules.to_path_buf(),
+            explain_endpoint: true,
             ..Config::default()
         };
         Self::start_with(config).await

@@ -1,0 +1,93 @@
+//! `cardinal test`: rule test cases next to the rules, run in-process and compared with what they
+//! expect, in the spirit of `opa test`.
+//!
+//! - [`case`]: the test-case file format, `aliases.toml`, and finding `tests/` folders;
+//! - [`compare`]: the comparator, shared with the HTTP integration tests;
+//! - [`report`]: the readable output (one line per case, a diff and the "why not" for failures).
+//!
+//! The file format is documented in `docs/testing-rules.md`.
+
+pub mod case;
+pub mod compare;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use case::{
+    ALIASES_FILE, Aliases, CaseError, Expectation, ExpectedCard, ExpectedFact, ExpectedWhyNot,
+    TESTS_DIR, TestCase, TestSuite, discover,
+};
+pub use compare::{Actual, CardLine, Mismatch, compare};
+
+use crate::cds_hooks::HookRequest;
+use crate::evaluator::{CallOptions, Cardinal};
+use crate::explain::ExplainReport;
+
+/// One case's result.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub path: PathBuf,
+    pub service: String,
+    pub description: Option<String>,
+    /// The evaluation time as the case wrote it (`None`: the real time).
+    pub evaluation_time: Option<String>,
+    pub mismatches: Vec<Mismatch>,
+    /// Every rule's verdict, when the call was evaluated (not refused).
+    pub explain: Option<ExplainReport>,
+    pub duration: Duration,
+}
+
+impl CaseResult {
+    pub fn passed(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// Evaluates a case's request in-process, as the HTTP endpoint would: a refusal becomes the status
+/// the server answers with.
+pub fn evaluate_case(cardinal: &Cardinal, case: &TestCase) -> (Actual, Option<ExplainReport>) {
+    let refused = |status: u16, message: String| Actual {
+        status,
+        response: None,
+        outcomes: None,
+        message: Some(message),
+    };
+    let request = match HookRequest::from_value(case.request.clone()) {
+        Ok(r) => r,
+        Err(e) => return (refused(400, e.to_string()), None),
+    };
+    let options = CallOptions {
+        evaluation_time: case.evaluation_time(),
+        trace_id: None,
+    };
+    match cardinal.evaluate(&case.service, request, options) {
+        Ok(evaluation) => {
+            let report = ExplainReport::new(cardinal, &evaluation);
+            let actual = Actual {
+                status: 200,
+                response: Some(evaluation.response),
+                outcomes: Some(evaluation.outcomes),
+                message: None,
+            };
+            (actual, Some(report))
+        }
+        Err(e) => (refused(e.http_status(), e.to_string()), None),
+    }
+}
+
+/// Runs one case and compares the result with its expectation.
+pub fn run_case(cardinal: &Cardinal, case: &TestCase, aliases: &Aliases) -> CaseResult {
+    let started = Instant::now();
+    let (actual, explain) = evaluate_case(cardinal, case);
+    let mismatches = compare(&case.expect, &actual, aliases);
+    CaseResult {
+        path: case.path.clone(),
+        service: case.service.clone(),
+        description: case.description.clone(),
+        evaluation_time: case.evaluation_time.clone(),
+        mismatches,
+        explain,
+        duration: started.elapsed(),
+    }
+}

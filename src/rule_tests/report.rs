@@ -1,0 +1,60 @@
+//! What `cardinal test` prints: a `PASS` / `FAIL` line per case; under a failure, every difference
+//! and what each rule did (the condition that stopped a rule that did not fire); a closing
+//! `N passed, M failed` line.
+
+use std::fmt::Write;
+
+use crate::explain::{RuleVerdict, fact_line};
+
+use super::CaseResult;
+
+/// `PASS rules/x/tests/case.json  service x at 2026-11-01  (0.4 ms)`.
+pub fn case_line(result: &CaseResult) -> String {
+    format!(
+        "{} {}  service {} at {}  ({:.1} ms)",
+        if result.passed() { "PASS" } else { "FAIL" },
+        result.path.display(),
+        result.service,
+        result
+            .evaluation_time
+            .as_deref()
+            .unwrap_or("the current time"),
+        result.duration.as_secs_f64() * 1000.0
+    )
+}
+
+/// The indented details under a `FAIL` line: the description, each difference, then each rule's
+/// verdict with the conditions it checked and the facts it recorded.
+pub fn failure_details(result: &CaseResult) -> String {
+    let mut out = String::new();
+    if let Some(description) = &result.description {
+        let _ = writeln!(out, "  {description}");
+    }
+    for mismatch in &result.mismatches {
+        let _ = writeln!(out, "  - {}", mismatch.to_string().replace('\n', "\n  "));
+    }
+    if let Some(report) = &result.explain {
+        let _ = writeln!(out, "  what each rule did:");
+        for rule in &report.rules {
+            let _ = writeln!(out, "    rule {}: {}", rule.rule_id, rule.verdict_line());
+            if rule.verdict != RuleVerdict::Fired && !rule.conditions.is_empty() {
+                let conditions: Vec<String> = rule
+                    .conditions
+                    .iter()
+                    .map(|c| format!("{} \"{}\"", if c.met { "met" } else { "FALSE" }, c.name))
+                    .collect();
+                let _ = writeln!(out, "      conditions: {}", conditions.join(", "));
+            }
+            for fact in &rule.facts {
+                let _ = writeln!(out, "      fact: {}", fact_line(fact));
+            }
+        }
+    }
+    out
+}
+
+/// The closing line, exactly `N passed, M failed`.
+pub fn summary_line(results: &[CaseResult]) -> String {
+    let passed = results.iter().filter(|r| r.passed()).count();
+    format!("{passed} passed, {} failed", results.len() - passed)
+}
