@@ -153,6 +153,65 @@ FACTS = {
     ],
 }
 
+# Why a case gives no card, where section 10 says the count alone could pass for the wrong reason
+# (OK*, MISMATCH) or a classic mistake would show: the rule and its first false `require` condition.
+ORDER_CHRONIC = "an outpatient opioid order for subacute or chronic pain"
+ESTABLISHED_USE = (
+    "established opioid use (7 of the past 10 days with an office visit, "
+    "or 21 days in each of the past 3 months)"
+)
+RISK_FACTOR = "a risk factor for overdose (benzodiazepine, 50 MME/day or more, or substance misuse)"
+WHY_NOT = {
+    "OpioidCDSREC01__rec-01-out-inpatient-opioid": [
+        ("rec01-nonopioid-acute-pain", "an outpatient opioid order for acute pain (less than 28 days' supply)", [])],
+    "OpioidCDSREC02__rec-02-in-careplan-revisited": [
+        ("rec02-nonopioid-subacute-chronic",
+         "no pain treatment plan or pain-management procedure by the prescriber in the past 90 days", [])],
+    "OpioidCDSREC04_05__rec-04-05-mme-less-than-fifty": [("rec04-05-lowest-effective-dose", ORDER_CHRONIC, [])],
+    "OpioidCDSREC06__rec-06-in-criteria-met": [
+        ("rec06-acute-pain-duration", "an outpatient opioid order for acute pain of more than 7 days' supply", [])],
+    "OpioidCDSREC07__rec-07-end-of-life-exclusion": [
+        ("rec07-evaluate-benefits-harms", ESTABLISHED_USE,
+         [{"name": "days on opioids in the past 10 days", "value": "0"}])],
+    "OpioidCDSREC07__rec-07-risk-assessment": [("rec07-evaluate-benefits-harms", ESTABLISHED_USE, [])],
+    "OpioidCDSREC07__rec-07-six-of-past-ten-days": [("rec07-evaluate-benefits-harms", ESTABLISHED_USE, [])],
+    "OpioidCDSREC08OrderSign__rec-08-order-sign-mme-less-than-fifty": [
+        ("rec08-naloxone-risk-mitigation", RISK_FACTOR, [{"name": "total MME", "value": "36.0"}])],
+    "OpioidCDSREC08__rec-08-mme-less-than-fifty": [
+        ("rec08-naloxone-risk-mitigation", RISK_FACTOR, [{"name": "total MME", "value": "36.0"}])],
+    "OpioidCDSREC08__rec-08-on-naloxone": [("rec08-naloxone-risk-mitigation", "no active naloxone prescription", [])],
+    "OpioidCDSREC08__rec-08-mme-greater-than-fifty": [("rec08-naloxone-risk-mitigation", ORDER_CHRONIC, [])],
+    "OpioidCDSREC09__rec-09-out-PDMP-review-90-days": [("rec09-review-pdmp", ORDER_CHRONIC, [])],
+    "OpioidCDSREC10PatientView__rec-10-patient-view-illicit-drugs": [
+        ("rec10-urine-drug-testing", "an unexpected urine drug screen result in the past 12 months",
+         [{"name": "urine drug screens in the past 12 months", "value": "1"}])],
+    "OpioidCDSREC11__rec-11-benzo-trigger-without-opioid": [
+        ("rec11-opioids-with-benzodiazepines",
+         "an opioid ordered with an active benzodiazepine/CNS depressant prescription, or the reverse", [])],
+    "OpioidCDSREC11PatientView__rec-11-patient-view-opioid-trigger-without-benzo": [
+        ("rec11-opioids-with-benzodiazepines", "an active benzodiazepine or CNS depressant prescription", [])],
+}
+
+# Facts on the cards of REC10's unexpected-results card: which screens were unexpected.
+FACTS.update({
+    "OpioidCDSREC10OrderSign__rec-10-order-sign-illicit-drugs": [
+        {"name": "unexpected positive Cocaine screen", "value": "2022-11-25"},
+        {"name": "unexpected positive Oxycodone screen", "value": "2022-11-04"},
+        {"name": "unexpected positive Phencyclidine (PCP) screen", "value": "2022-12-26"},
+    ],
+    "OpioidCDSREC10PatientView__rec-10-patient-view-illicit-drugs-POS-Opiate": [
+        {"name": "unexpected positive Oxycodone screen", "value": "2022-11-04"},
+        {"name": "unexpected positive Oxycodone screen", "value": "2022-12-04"},
+        {"name": "unexpected negative Oxycodone screen", "value": "2023-02-04"},
+    ],
+    "OpioidCDSREC10__rec-10-illicit-drugs": [
+        {"name": "unexpected positive Cocaine screen", "value": "2022-09-25"},
+    ],
+    "OpioidCDSREC07__rec-07-seven-of-past-ten-days": [
+        {"name": "days on opioids in the past 10 days", "value": "7"},
+    ],
+})
+
 # Section 10 of the rule specification, briefly paraphrased.
 REASONS = {
     "HelloWorld__HelloWorld": "No stored response; the smoke-test service always returns one info card.",
@@ -464,6 +523,11 @@ def main():
             expect["cards"] = cards
             if case_id in FACTS:
                 expect["facts"] = FACTS[case_id]
+            if case_id in WHY_NOT:
+                expect["why_not"] = [
+                    {"rule": rule, "condition": condition, **({"facts": facts} if facts else {})}
+                    for rule, condition, facts in WHY_NOT[case_id]
+                ]
             if basis == "stored" and aliases is not None:
                 for card in cards:
                     if card["summary"] not in aliases and card["summary"] != TITLES.get(group):

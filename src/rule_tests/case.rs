@@ -205,6 +205,9 @@ pub struct ExpectedFact {
 pub struct ExpectedWhyNot {
     pub rule: String,
     pub condition: String,
+    /// Facts the rule recorded before it stopped (e.g. the total it compared with a threshold).
+    #[serde(default)]
+    pub facts: Vec<ExpectedFact>,
 }
 
 /// `aliases.toml`: legacy card summaries and the current summary each stands for.

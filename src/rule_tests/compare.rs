@@ -123,6 +123,12 @@ pub enum Mismatch {
         expected: ExpectedWhyNot,
         actual: Option<String>,
     },
+    /// A fact `why_not` expected the stopped rule to have recorded.
+    MissingRuleFact {
+        rule: String,
+        fact: ExpectedFact,
+        recorded: Vec<String>,
+    },
     RuleErrors {
         expected: usize,
         actual: Vec<Diagnostic>,
@@ -218,6 +224,22 @@ impl fmt::Display for Mismatch {
                 f,
                 "why_not: rule {rule} failed instead of stopping on a condition: {error}"
             ),
+            Self::MissingRuleFact {
+                rule,
+                fact,
+                recorded,
+            } => {
+                write!(
+                    f,
+                    "why_not: rule {rule} did not record the fact {}{}",
+                    fact.name,
+                    fact.value
+                        .as_ref()
+                        .map(|v| format!(" = {v}"))
+                        .unwrap_or_default()
+                )?;
+                write!(f, "\n    recorded: {}", recorded.join("; "))
+            }
             Self::WrongCondition { expected, actual } => {
                 write!(
                     f,
@@ -471,9 +493,29 @@ fn check_why_not(expected: &ExpectedWhyNot, outcomes: &[RuleOutcome]) -> Option<
         }),
         Verdict::NotFired => {
             let actual = outcome.failed_condition();
-            (actual != Some(expected.condition.as_str())).then(|| Mismatch::WrongCondition {
-                expected: expected.clone(),
-                actual: actual.map(str::to_owned),
+            if actual != Some(expected.condition.as_str()) {
+                return Some(Mismatch::WrongCondition {
+                    expected: expected.clone(),
+                    actual: actual.map(str::to_owned),
+                });
+            }
+            let missing = expected.facts.iter().find(|want| {
+                !outcome.facts.iter().any(|f| {
+                    f.name == want.name
+                        && want
+                            .value
+                            .as_ref()
+                            .is_none_or(|v| f.value.as_ref() == Some(v))
+                })
+            })?;
+            Some(Mismatch::MissingRuleFact {
+                rule: expected.rule.clone(),
+                fact: missing.clone(),
+                recorded: outcome
+                    .facts
+                    .iter()
+                    .map(|f| format!("{} = {}", f.name, f.value.as_deref().unwrap_or("")))
+                    .collect(),
             })
         }
     }
