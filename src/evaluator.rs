@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::cards;
 use crate::cds_hooks::context as hook_context;
@@ -239,7 +240,56 @@ impl Cardinal {
     }
 
     /// Evaluates a hook call off the async runtime, at most `max_concurrent_evaluations` at once.
+    /// Traced as a `cds_hooks.call` span (ids, counts and status only) and counted in the metrics.
     pub async fn call(
+        &self,
+        service_id: &str,
+        request: HookRequest,
+        options: CallOptions,
+    ) -> Result<Evaluation, CallError> {
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
+        let span = tracing::info_span!(
+            "cds_hooks.call",
+            otel.name = %format!("call {service_id}"),
+            cds.service.id = %service_id,
+            cds.hook = %request.hook,
+            cds.hook_instance = %request.hook_instance,
+            cds.cards = tracing::field::Empty,
+            cds.rule_errors = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .call_in_span(service_id, request, options)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(evaluation) => {
+                span.record("cds.cards", evaluation.response.cards.len());
+                span.record(
+                    "cds.rule_errors",
+                    evaluation.response.extension.diagnostics.len(),
+                );
+                200
+            }
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                e.http_status()
+            }
+        };
+        span.record("http.response.status_code", status);
+        // Unknown ids come from callers: one label for all of them keeps the metric bounded.
+        let label = if self.registry.get(service_id).is_some() {
+            service_id
+        } else {
+            "unknown"
+        };
+        self.metrics.hook_call(label, status, started.elapsed());
+        result
+    }
+
+    async fn call_in_span(
         &self,
         service_id: &str,
         request: HookRequest,
@@ -253,8 +303,10 @@ impl Cardinal {
             .map_err(|_| CallError::Internal("evaluation pool closed".into()))?;
         let this = self.clone();
         let hook_instance = request.hook_instance.clone();
+        // The blocking pool does not inherit the span: carry it, so rule spans are its children.
+        let span = tracing::Span::current();
         let evaluation = tokio::task::spawn_blocking(move || {
-            this.evaluate_admitted(&service, request, now, options.trace_id)
+            span.in_scope(|| this.evaluate_admitted(&service, request, now, options.trace_id))
         })
         .await
         .map_err(|_| CallError::Internal("evaluation task failed".into()))?;
@@ -303,7 +355,38 @@ impl Cardinal {
             .rules
             .iter()
             .map(|rule| {
-                let outcome = self.engine.run(rule, &input);
+                let span = tracing::info_span!(
+                    "rule",
+                    otel.name = %format!("rule {}", rule.id),
+                    cds.rule.id = %rule.id,
+                    cds.rule.version = %rule.version,
+                    cds.rule.outcome = tracing::field::Empty,
+                    cds.rule.error_kind = tracing::field::Empty,
+                    cds.rule.operations = tracing::field::Empty,
+                    cds.rule.duration_us = tracing::field::Empty,
+                    cds.rule.cards = tracing::field::Empty,
+                );
+                let outcome = span.in_scope(|| self.engine.run(rule, &input));
+                span.record("cds.rule.outcome", outcome.verdict.as_str());
+                span.record("cds.rule.operations", outcome.operations);
+                span.record("cds.rule.duration_us", outcome.duration.as_micros() as u64);
+                span.record("cds.rule.cards", outcome.cards.len());
+                if let Verdict::Error(e) = &outcome.verdict {
+                    span.record("cds.rule.error_kind", e.kind.as_str());
+                    span.record("otel.status_code", "ERROR");
+                    self.metrics
+                        .rule_error(service.id(), &rule.id, e.kind.as_str());
+                }
+                self.metrics.rule_run(
+                    service.id(),
+                    &rule.id,
+                    outcome.verdict.as_str(),
+                    outcome.duration,
+                );
+                for card in &outcome.cards {
+                    self.metrics
+                        .card(service.id(), &rule.id, card.indicator.as_str());
+                }
                 log_outcome(service.id(), &outcome);
                 outcome
             })
