@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::SandboxLimits;
+use crate::terminology::TerminologyConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +40,8 @@ pub struct Config {
     /// Default log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
     pub log_filter: String,
     pub sandbox: SandboxLimits,
+    /// Terminology sources: their order and an optional remote FHIR terminology server.
+    pub terminology: TerminologyConfig,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             sandbox: SandboxLimits::default(),
+            terminology: TerminologyConfig::default(),
         }
     }
 }
@@ -112,6 +116,7 @@ impl Config {
         {
             return Err(ConfigError("sandbox limits must be positive".into()));
         }
+        self.terminology.validate().map_err(ConfigError)?;
         Ok(())
     }
 }

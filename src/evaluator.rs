@@ -22,7 +22,7 @@ use crate::engine::{CompileError, RuleEngine, RuleInput, RuleOutcome, Verdict};
 use crate::patient::PatientContext;
 use crate::registry::{self, CdsService, LoadErrors, Registry};
 use crate::telemetry::{self, Metrics};
-use crate::terminology::{LocalTerminology, Terminology};
+use crate::terminology::{LocalTerminology, Terminology, TerminologyError};
 
 /// Why a call was refused or failed. Messages never contain patient data.
 #[derive(Debug, thiserror::Error)]
@@ -113,12 +113,15 @@ impl Cardinal {
     pub fn load(config: Config) -> Result<Self, LoadErrors> {
         let engine = Self::engine(&config)?;
         let registry = registry::load(&config.rules_dir, &engine)?;
+        // Remote value sets the rules name are expanded once, so membership needs no per-code call.
+        engine.terminology().pre_expand(&registry.value_sets());
         Ok(Self::new(config, registry, engine))
     }
 
-    /// The rule engine for `config`: sandbox limits plus the value sets shipped with the rules.
+    /// The rule engine for `config`: sandbox limits plus the terminology sources (the value sets
+    /// shipped with the rules, and a remote terminology server when configured).
     pub fn engine(config: &Config) -> Result<RuleEngine, LoadErrors> {
-        let local = LocalTerminology::load_rules_dir(&config.rules_dir).map_err(|errors| {
+        let load_errors = |errors: Vec<TerminologyError>| {
             LoadErrors(
                 errors
                     .into_iter()
@@ -130,7 +133,8 @@ impl Cardinal {
                     })
                     .collect(),
             )
-        })?;
+        };
+        let local = LocalTerminology::load_rules_dir(&config.rules_dir).map_err(load_errors)?;
         let report = local.report();
         if report.files > 0 {
             tracing::info!(
@@ -142,7 +146,16 @@ impl Cardinal {
                 "terminology loaded"
             );
         }
-        let terminology = Arc::new(Terminology::local(local));
+        let terminology = Terminology::from_config(&config.terminology, local)
+            .map_err(|e| load_errors(vec![e]))?;
+        if let Some(remote) = terminology.remote_source() {
+            tracing::info!(
+                sources = ?terminology.source_names(),
+                base_url = remote.base_url(),
+                "terminology server configured"
+            );
+        }
+        let terminology = Arc::new(terminology);
         Ok(RuleEngine::with_terminology(
             config.sandbox.clone(),
             terminology,
@@ -172,6 +185,11 @@ impl Cardinal {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The terminology rules consult (sources, cache statistics).
+    pub fn terminology(&self) -> &Terminology {
+        self.engine.terminology()
     }
 
     pub fn discovery(&self) -> Discovery {

@@ -16,26 +16,35 @@ pub const TERMINOLOGY_DIRS: &[&str] = &["valuesets", "codesystems"];
 
 /// One value set: system → codes.
 #[derive(Debug, Default)]
-struct ValueSetIndex {
+pub(super) struct ValueSetIndex {
     codes: HashMap<Box<str>, HashSet<Box<str>>>,
 }
 
 impl ValueSetIndex {
-    fn contains(&self, system: &str, code: &str) -> bool {
+    pub(super) fn contains(&self, system: &str, code: &str) -> bool {
         self.codes
             .get(system)
             .is_some_and(|codes| codes.contains(code))
     }
 
-    fn insert(&mut self, system: &str, code: &str) -> bool {
+    pub(super) fn insert(&mut self, system: &str, code: &str) -> bool {
         self.codes
             .entry(system.into())
             .or_default()
             .insert(code.into())
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.codes.values().map(HashSet::len).sum()
+    }
+
+    /// Approximate heap held: entry overhead of std's SwissTable plus the strings.
+    pub(super) fn approx_bytes(&self) -> usize {
+        self.codes
+            .iter()
+            .map(|(system, codes)| system.len() + codes.iter().map(|c| c.len() + 24).sum::<usize>())
+            .sum::<usize>()
+            + 64
     }
 }
 
@@ -296,20 +305,14 @@ impl LocalTerminology {
     }
 
     fn approx_bytes(&self) -> usize {
-        // Entry overhead of std's SwissTable plus the strings' heap.
-        let set_entries: usize = self
-            .value_sets
-            .values()
-            .flat_map(|vs| vs.codes.iter())
-            .map(|(system, codes)| system.len() + codes.iter().map(|c| c.len() + 24).sum::<usize>())
-            .sum();
+        let set_entries: usize = self.value_sets.values().map(|vs| vs.approx_bytes()).sum();
         let displays: usize = self
             .displays
             .values()
             .flat_map(|m| m.iter())
             .map(|(c, d)| c.len() + d.len() + 40)
             .sum();
-        set_entries + displays + self.value_sets.len() * 64
+        set_entries + displays
     }
 }
 
@@ -359,7 +362,10 @@ impl TerminologySource for LocalTerminology {
     }
 }
 
-fn collect_contains(contains: &[Value], out: &mut Vec<(String, String, Option<String>)>) {
+pub(super) fn collect_contains(
+    contains: &[Value],
+    out: &mut Vec<(String, String, Option<String>)>,
+) {
     for item in contains {
         if let (Some(system), Some(code)) = (
             item.get("system").and_then(Value::as_str),

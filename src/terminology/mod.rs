@@ -2,12 +2,18 @@
 //!
 //! One interface ([`TerminologySource`]) with two sources: value sets and code systems shipped with
 //! the rule packs ([`LocalTerminology`], the default) and, when configured, a remote FHIR terminology
-//! server. [`Terminology`] asks the sources in the configured order; the first that knows the value
-//! set (or code system) answers.
+//! server ([`RemoteTerminology`], behind a cache). [`Terminology`] asks the sources in the configured
+//! order (`terminology.order`); the first that knows the value set (or code system) answers.
 
+mod cache;
 mod local;
+mod remote;
+mod settings;
 
+pub use cache::TerminologyStats;
 pub use local::{LoadReport, LocalTerminology};
+pub use remote::{PreExpandReport, RemoteTerminology};
+pub use settings::{RemoteSettings, Secret, SourceKind, TerminologyConfig};
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,6 +35,8 @@ pub enum TerminologyError {
     Server(String),
     #[error("cannot load terminology file {path}: {message}")]
     Load { path: String, message: String },
+    #[error("invalid terminology configuration: {0}")]
+    Config(String),
 }
 
 /// The relation between two codes of one code system (`CodeSystem/$subsumes`).
@@ -115,6 +123,7 @@ pub struct Match<'a> {
 pub struct Terminology {
     sources: Vec<Arc<dyn TerminologySource>>,
     local: Option<Arc<LocalTerminology>>,
+    remote: Option<Arc<RemoteTerminology>>,
 }
 
 impl fmt::Debug for Terminology {
@@ -133,6 +142,7 @@ impl Terminology {
         Self {
             sources: vec![local.clone()],
             local: Some(local),
+            remote: None,
         }
     }
 
@@ -141,12 +151,74 @@ impl Terminology {
         sources: Vec<Arc<dyn TerminologySource>>,
         local: Option<Arc<LocalTerminology>>,
     ) -> Self {
-        Self { sources, local }
+        Self {
+            sources,
+            local,
+            remote: None,
+        }
+    }
+
+    /// The sources of `config`, in its order: `local`, and the remote server when one is
+    /// configured (its client is started; nothing is sent yet).
+    pub fn from_config(
+        config: &TerminologyConfig,
+        local: LocalTerminology,
+    ) -> Result<Self, TerminologyError> {
+        config.validate().map_err(TerminologyError::Config)?;
+        let local = Arc::new(local);
+        let remote = match &config.remote {
+            Some(settings) => Some(Arc::new(RemoteTerminology::new(settings)?)),
+            None => None,
+        };
+        let sources = config
+            .order
+            .iter()
+            .filter_map(|kind| match kind {
+                SourceKind::Local => Some(local.clone() as Arc<dyn TerminologySource>),
+                SourceKind::Remote => remote
+                    .clone()
+                    .map(|remote| remote as Arc<dyn TerminologySource>),
+            })
+            .collect();
+        Ok(Self {
+            sources,
+            local: Some(local),
+            remote,
+        })
     }
 
     /// The value sets and code systems shipped with the rules.
     pub fn local_source(&self) -> Option<&LocalTerminology> {
         self.local.as_deref()
+    }
+
+    /// The remote terminology server, when one is configured.
+    pub fn remote_source(&self) -> Option<&RemoteTerminology> {
+        self.remote.as_deref()
+    }
+
+    /// Cache and remote-call counters; `None` without a remote server.
+    pub fn stats(&self) -> Option<TerminologyStats> {
+        self.remote.as_ref().map(|remote| remote.stats())
+    }
+
+    /// Start-up pre-expansion: the value sets in `urls` that the remote server would answer (no
+    /// source before it knows them) are expanded once and kept in memory. `None` when there is no
+    /// remote server or `pre_expand` is off. Failures are logged and reported, never fatal.
+    pub fn pre_expand(&self, urls: &[String]) -> Option<PreExpandReport> {
+        let remote = self.remote.as_ref().filter(|r| r.pre_expand_enabled())?;
+        let remote_at = self.sources.iter().position(|s| s.name() == "remote")?;
+        let local_first = self.sources[..remote_at]
+            .iter()
+            .any(|s| s.name() == "local");
+        let wanted: Vec<String> = urls
+            .iter()
+            .filter(|url| {
+                !(local_first && self.local.as_ref().is_some_and(|l| l.has_value_set(url)))
+            })
+            .cloned()
+            .collect();
+        Some(remote.pre_expand(&wanted))
     }
 
     /// Names of the sources, in resolution order.
