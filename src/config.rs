@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::SandboxLimits;
+use crate::prefetch::PrefetchConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +37,8 @@ pub struct Config {
     /// Default log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
     pub log_filter: String,
     pub sandbox: SandboxLimits,
+    /// Fetching the prefetch keys an EHR did not send.
+    pub prefetch: PrefetchConfig,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             sandbox: SandboxLimits::default(),
+            prefetch: PrefetchConfig::default(),
         }
     }
 }
@@ -91,6 +95,12 @@ impl Config {
             || self.sandbox.max_operations == 0
         {
             return Err(ConfigError("sandbox limits must be positive".into()));
+        }
+        if self.prefetch.deadline_ms == 0
+            || self.prefetch.max_pages == 0
+            || self.prefetch.max_url_length == 0
+        {
+            return Err(ConfigError("prefetch limits must be positive".into()));
         }
         Ok(())
     }

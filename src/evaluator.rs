@@ -1,8 +1,9 @@
 //! The one evaluation path. Both transports hand a validated [`HookRequest`] to [`Cardinal::call`];
 //! the CLI (`cardinal test`, `explain`) uses [`Cardinal::evaluate`] in-process the same way.
 //!
-//! request → service lookup → hook and context checks → patient context (parse once, index)
-//!   → each rule in the sandbox → cards with explanations + diagnostics
+//! request → service lookup → hook and context checks → prefetch (fetch what is missing, or 412)
+//!   → patient context (parse once, index) → each rule in the sandbox → cards with explanations
+//!   + diagnostics
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::cds_hooks::{
 use crate::config::Config;
 use crate::engine::{RuleEngine, RuleInput, RuleOutcome, Verdict};
 use crate::patient::PatientContext;
+use crate::prefetch::{self, Prefetcher};
 use crate::registry::{self, CdsService, LoadErrors, Registry};
 
 /// Why a call was refused or failed. Messages never contain patient data.
@@ -79,6 +81,7 @@ pub struct Cardinal {
     engine: RuleEngine,
     config: Arc<Config>,
     permits: Arc<Semaphore>,
+    prefetcher: Prefetcher,
 }
 
 /// Parses an RFC 3339 date-time, or a plain date (taken at 00:00 UTC).
@@ -102,6 +105,7 @@ impl Cardinal {
     pub fn new(config: Config, registry: Registry, engine: RuleEngine) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(config.max_concurrent_evaluations)),
+            prefetcher: Prefetcher::new(&config.prefetch, config.max_body_bytes),
             registry: Arc::new(registry),
             engine,
             config: Arc::new(config),
@@ -145,13 +149,6 @@ impl Cardinal {
             .into());
         }
         hook_context::validate(&request.hook, &request.context)?;
-        let missing = missing_prefetch(&service, request);
-        if !missing.is_empty() {
-            return Err(CallError::PrefetchUnavailable(format!(
-                "prefetch {} not provided by the EHR, and no FHIR server fetch is available",
-                missing.join(", ")
-            )));
-        }
         let from_extension = match request
             .extension
             .as_ref()
@@ -181,14 +178,18 @@ impl Cardinal {
         Ok((service, pinned.unwrap_or_else(Utc::now)))
     }
 
-    /// Evaluates a hook call off the async runtime, at most `max_concurrent_evaluations` at once.
+    /// Fetches the prefetch the EHR did not send, then evaluates the hook call off the async
+    /// runtime, at most `max_concurrent_evaluations` at once.
     pub async fn call(
         &self,
         service_id: &str,
-        request: HookRequest,
+        mut request: HookRequest,
         options: CallOptions,
     ) -> Result<Evaluation, CallError> {
         let (service, now) = self.admit(service_id, &request, &options)?;
+        self.prefetcher
+            .reconcile(&service.prefetch, &mut request)
+            .await?;
         let _permit = self
             .permits
             .acquire()
@@ -213,14 +214,16 @@ impl Cardinal {
         Ok(evaluation)
     }
 
-    /// The same evaluation, synchronously (CLI, benchmarks).
+    /// The same evaluation, synchronously (CLI, benchmarks). Nothing is fetched: every required
+    /// prefetch key must be in the request.
     pub fn evaluate(
         &self,
         service_id: &str,
-        request: HookRequest,
+        mut request: HookRequest,
         options: CallOptions,
     ) -> Result<Evaluation, CallError> {
         let (service, now) = self.admit(service_id, &request, &options)?;
+        prefetch::require_provided(&service.prefetch, &mut request)?;
         Ok(self.evaluate_admitted(&service, request, now, options.trace_id))
     }
 
@@ -269,21 +272,6 @@ impl Cardinal {
         self.service(service_id)?;
         Ok(feedback.feedback.len())
     }
-}
-
-/// Declared prefetch keys the request does not answer. A key is answered by a resource, a Bundle or
-/// `null` ("no such resource"); an absent key or an OperationOutcome (the EHR's prefetch failed) is not.
-fn missing_prefetch<'a>(service: &'a CdsService, request: &HookRequest) -> Vec<&'a str> {
-    service
-        .manifest
-        .prefetch
-        .keys()
-        .filter(|key| match request.prefetch.get(key.as_str()) {
-            None => true,
-            Some(value) => value.is_operation_outcome(),
-        })
-        .map(String::as_str)
-        .collect()
 }
 
 /// Logs a rule's verdict: ids, kind and location only. Rule messages can quote patient data.

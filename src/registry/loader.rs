@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::engine::{CompileError, RuleEngine, RuleSource};
+use crate::prefetch::PrefetchPlan;
 
 use super::manifest::Manifest;
 use super::{CdsService, Registry};
@@ -104,6 +105,25 @@ fn load_service(
         }
     };
     let before = errors.len();
+    let prefetch = match PrefetchPlan::compile(
+        &manifest.hook,
+        &manifest.prefetch,
+        &manifest.optional_prefetch,
+    ) {
+        Ok(plan) => plan,
+        Err(plan_errors) => {
+            for e in plan_errors {
+                let (line, column) = line_col(&text, e.offset_in(&text));
+                errors.push(CompileError {
+                    path: manifest_path.to_path_buf(),
+                    line: Some(line),
+                    column: Some(column),
+                    message: e.message,
+                });
+            }
+            PrefetchPlan::default()
+        }
+    };
     // Library files are concatenated in order, so later ones may use earlier ones' functions.
     let mut library_source = String::new();
     let mut library_path = manifest_path.to_path_buf();
@@ -181,6 +201,7 @@ fn load_service(
         manifest,
         rules,
         dir,
+        prefetch,
     })
 }
 
