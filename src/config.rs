@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::SandboxLimits;
+use crate::prefetch::PrefetchConfig;
 use crate::terminology::TerminologyConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,8 @@ pub struct Config {
     pub sandbox: SandboxLimits,
     /// Terminology sources: their order and an optional remote FHIR terminology server.
     pub terminology: TerminologyConfig,
+    /// Fetching the prefetch keys an EHR did not send.
+    pub prefetch: PrefetchConfig,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             log_filter: "info".into(),
             sandbox: SandboxLimits::default(),
             terminology: TerminologyConfig::default(),
+            prefetch: PrefetchConfig::default(),
         }
     }
 }
@@ -117,6 +121,12 @@ impl Config {
             return Err(ConfigError("sandbox limits must be positive".into()));
         }
         self.terminology.validate().map_err(ConfigError)?;
+        if self.prefetch.deadline_ms == 0
+            || self.prefetch.max_pages == 0
+            || self.prefetch.max_url_length == 0
+        {
+            return Err(ConfigError("prefetch limits must be positive".into()));
+        }
         Ok(())
     }
 }

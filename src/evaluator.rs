@@ -1,8 +1,9 @@
 //! The one evaluation path. Both transports hand a validated [`HookRequest`] to [`Cardinal::call`];
 //! the CLI (`cardinal test`, `explain`) uses [`Cardinal::evaluate`] in-process the same way.
 //!
-//! request → service lookup → hook and context checks → patient context (parse once, index)
-//!   → each rule in the sandbox → cards with explanations + diagnostics
+//! request → service lookup → hook and context checks → prefetch (fetch what is missing, or 412)
+//!   → patient context (parse once, index) → each rule in the sandbox → cards with explanations
+//!   + diagnostics
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::cds_hooks::{
 use crate::config::Config;
 use crate::engine::{CompileError, RuleEngine, RuleInput, RuleOutcome, Verdict};
 use crate::patient::PatientContext;
+use crate::prefetch::{self, Prefetcher};
 use crate::registry::{self, CdsService, LoadErrors, Registry};
 use crate::telemetry::{self, Metrics};
 use crate::terminology::{LocalTerminology, Terminology, TerminologyError};
@@ -96,6 +98,7 @@ pub struct Cardinal {
     config: Arc<Config>,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    prefetcher: Prefetcher,
 }
 
 /// Parses an RFC 3339 date-time, or a plain date (taken at 00:00 UTC).
@@ -169,6 +172,7 @@ impl Cardinal {
         Self {
             metrics: Arc::new(Metrics::new(otlp)),
             permits: Arc::new(Semaphore::new(config.max_concurrent_evaluations)),
+            prefetcher: Prefetcher::new(&config.prefetch, config.max_body_bytes),
             registry: Arc::new(registry),
             engine,
             config: Arc::new(config),
@@ -221,13 +225,6 @@ impl Cardinal {
             .into());
         }
         hook_context::validate(&request.hook, &request.context)?;
-        let missing = missing_prefetch(&service, request);
-        if !missing.is_empty() {
-            return Err(CallError::PrefetchUnavailable(format!(
-                "prefetch {} not provided by the EHR, and no FHIR server fetch is available",
-                missing.join(", ")
-            )));
-        }
         let from_extension = match request
             .extension
             .as_ref()
@@ -257,8 +254,9 @@ impl Cardinal {
         Ok((service, pinned.unwrap_or_else(Utc::now)))
     }
 
-    /// Evaluates a hook call off the async runtime, at most `max_concurrent_evaluations` at once.
-    /// Traced as a `cds_hooks.call` span (ids, counts and status only) and counted in the metrics.
+    /// Fetches the prefetch the EHR did not send, then evaluates the hook call off the async
+    /// runtime, at most `max_concurrent_evaluations` at once. Traced as a `cds_hooks.call` span (ids,
+    /// counts and status only) and counted in the metrics.
     pub async fn call(
         &self,
         service_id: &str,
@@ -310,10 +308,13 @@ impl Cardinal {
     async fn call_in_span(
         &self,
         service_id: &str,
-        request: HookRequest,
+        mut request: HookRequest,
         options: CallOptions,
     ) -> Result<Evaluation, CallError> {
         let (service, now) = self.admit(service_id, &request, &options)?;
+        self.prefetcher
+            .reconcile(&service.prefetch, &mut request)
+            .await?;
         let _permit = self
             .permits
             .acquire()
@@ -340,14 +341,16 @@ impl Cardinal {
         Ok(evaluation)
     }
 
-    /// The same evaluation, synchronously (CLI, benchmarks).
+    /// The same evaluation, synchronously (CLI, benchmarks). Nothing is fetched: every required
+    /// prefetch key must be in the request.
     pub fn evaluate(
         &self,
         service_id: &str,
-        request: HookRequest,
+        mut request: HookRequest,
         options: CallOptions,
     ) -> Result<Evaluation, CallError> {
         let (service, now) = self.admit(service_id, &request, &options)?;
+        prefetch::require_provided(&service.prefetch, &mut request)?;
         Ok(self.evaluate_admitted(&service, request, now, options.trace_id))
     }
 
@@ -428,21 +431,6 @@ impl Cardinal {
         self.service(service_id)?;
         Ok(feedback.feedback.len())
     }
-}
-
-/// Declared prefetch keys the request does not answer. A key is answered by a resource, a Bundle or
-/// `null` ("no such resource"); an absent key or an OperationOutcome (the EHR's prefetch failed) is not.
-fn missing_prefetch<'a>(service: &'a CdsService, request: &HookRequest) -> Vec<&'a str> {
-    service
-        .manifest
-        .prefetch
-        .keys()
-        .filter(|key| match request.prefetch.get(key.as_str()) {
-            None => true,
-            Some(value) => value.is_operation_outcome(),
-        })
-        .map(String::as_str)
-        .collect()
 }
 
 /// Logs a rule's verdict: ids, kind and location only. Rule messages can quote patient data.

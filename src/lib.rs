@@ -3,7 +3,8 @@
 //!
 //! Where things happen:
 //! - a hook call enters in [`transport`] (HTTP/JSON in `transport/http.rs`, gRPC in `transport/grpc.rs`);
-//! - it is evaluated on one path in [`evaluator`];
+//! - it is evaluated on one path in [`evaluator`], after [`prefetch`] has fetched what the EHR did
+//!   not send;
 //! - FHIR resources are read in one pass in [`fhir`] and indexed once per call in [`patient`];
 //! - rules run in the sandboxed [`engine`], loaded from `rules/` by [`registry`];
 //! - cards are built and explained in [`cards`];
@@ -19,6 +20,7 @@ pub mod evaluator;
 pub mod explain;
 pub mod fhir;
 pub mod patient;
+pub mod prefetch;
 pub mod registry;
 pub mod rule_tests;
 pub mod telemetry;

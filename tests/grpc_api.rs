@@ -1195,7 +1195,11 @@ async fn call_hook_refusals_match_http() {
         Refused {
             what: "declared prefetch not provided",
             service: "metformin-renal",
-            body: without(metformin_fixture(), "/prefetch", "egfr"),
+            body: without(
+                without(metformin_fixture(), "/prefetch", "egfr"),
+                "",
+                "fhirServer",
+            ),
             grpc: Code::FailedPrecondition,
             http: reqwest::StatusCode::PRECONDITION_FAILED,
             mentions: &["egfr"],

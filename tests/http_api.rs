@@ -1351,9 +1351,11 @@ fn check_reports_broken_rules_and_passes_the_shipped_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_that_was_not_provided_is_412_naming_the_keys() {
     let server = TestServer::start().await;
-    // No prefetch at all: both declared keys are named.
+    // No prefetch at all, and no `fhirServer` to fetch it from: both declared keys are named.
+    // (Fetching from a FHIR server is tested in tests/prefetch.rs.)
     let mut body = request_fixture("metformin-egfr-low");
     body.as_object_mut().expect("object").remove("prefetch");
+    body.as_object_mut().expect("object").remove("fhirServer");
     let request = client()
         .post(server.url("/cds-services/metformin-renal"))
         .json(&body);
@@ -1363,6 +1365,7 @@ async fn prefetch_that_was_not_provided_is_412_naming_the_keys() {
 
     // An OperationOutcome in a key (the EHR's prefetch failed) counts as not provided.
     let mut body = request_fixture("metformin-egfr-low");
+    body.as_object_mut().expect("object").remove("fhirServer");
     body["prefetch"]["egfr"] = json!({
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "timeout", "diagnostics": "search timed out"}]

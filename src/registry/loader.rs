@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::engine::{CompileError, DataTables, RuleEngine, RuleSource};
+use crate::prefetch::PrefetchPlan;
 
 use super::manifest::Manifest;
 use super::{CdsService, Registry};
@@ -205,6 +206,25 @@ fn load_service(
     let before = errors.len();
     let data = load_data(&dir, manifest_path, &manifest.data, data_cache, errors);
     let mut value_sets = Vec::new();
+    let prefetch = match PrefetchPlan::compile(
+        &manifest.hook,
+        &manifest.prefetch,
+        &manifest.optional_prefetch,
+    ) {
+        Ok(plan) => plan,
+        Err(plan_errors) => {
+            for e in plan_errors {
+                let (line, column) = line_col(&text, e.offset_in(&text));
+                errors.push(CompileError {
+                    path: manifest_path.to_path_buf(),
+                    line: Some(line),
+                    column: Some(column),
+                    message: e.message,
+                });
+            }
+            PrefetchPlan::default()
+        }
+    };
     // Library files are concatenated in order, so later ones may use earlier ones' functions.
     let mut library_source = String::new();
     let mut library_path = manifest_path.to_path_buf();
@@ -292,6 +312,7 @@ fn load_service(
         dir,
         data: Arc::new(data),
         value_sets,
+        prefetch,
     })
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,9 +41,12 @@ pub struct Manifest {
     pub version: String,
     pub owner: Option<String>,
     pub usage_requirements: Option<String>,
-    /// Prefetch key -> FHIR query template.
+    /// Prefetch key -> FHIR query template (with its place in the file, for error messages).
     #[serde(default)]
-    pub prefetch: BTreeMap<String, String>,
+    pub prefetch: BTreeMap<String, Spanned<String>>,
+    /// Prefetch keys the rules can do without: when neither sent nor fetched, the rules run anyway.
+    #[serde(default)]
+    pub optional_prefetch: Vec<Spanned<String>>,
     /// Library files (relative to this folder) whose functions and constants every rule may use.
     #[serde(default)]
     pub include: Vec<String>,

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::cds_hooks::{EXTENSION_SERVICE, ServiceDescriptor, Source};
 use crate::engine::{CompiledRule, DataTables};
+use crate::prefetch::PrefetchPlan;
 
 /// One CDS service: its manifest and its compiled rules, in file-name order.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct CdsService {
     pub data: Arc<DataTables>,
     /// Canonical URLs of the value sets its rules name.
     pub value_sets: Vec<String>,
+    /// The manifest's prefetch templates, checked at load time.
+    pub prefetch: PrefetchPlan,
 }
 
 impl CdsService {
@@ -60,7 +63,11 @@ impl CdsService {
             title: m.title.clone(),
             description: m.description.clone(),
             id: m.id.clone(),
-            prefetch: m.prefetch.clone(),
+            prefetch: m
+                .prefetch
+                .iter()
+                .map(|(key, template)| (key.clone(), template.get_ref().clone()))
+                .collect(),
             usage_requirements: m.usage_requirements.clone(),
             extension,
         }

@@ -1,6 +1,8 @@
 //! Test harness: starts a real Cardinal server (HTTP + gRPC on one port) on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod fhir_server;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
