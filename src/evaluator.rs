@@ -169,8 +169,10 @@ impl Cardinal {
         // OTLP metric export needs a Tokio runtime; the CLI's in-process commands have none.
         let otlp =
             telemetry::otlp_endpoint().is_some() && tokio::runtime::Handle::try_current().is_ok();
+        let metrics = Metrics::new(otlp);
+        metrics.observe_terminology(engine.shared_terminology());
         Self {
-            metrics: Arc::new(Metrics::new(otlp)),
+            metrics: Arc::new(metrics),
             permits: Arc::new(Semaphore::new(config.max_concurrent_evaluations)),
             prefetcher: Prefetcher::new(&config.prefetch, config.max_body_bytes),
             registry: Arc::new(registry),
@@ -271,6 +273,8 @@ impl Cardinal {
             cds.service.id = %service_id,
             cds.hook = %request.hook,
             cds.hook_instance = %request.hook_instance,
+            // Logs inside the call carry it, so a log line leads to its trace.
+            trace_id = options.trace_id.as_deref().unwrap_or_default(),
             cds.cards = tracing::field::Empty,
             cds.rule_errors = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,

@@ -377,8 +377,8 @@ async fn without_fhir_server_missing_keys_are_412_and_nothing_is_fetched() {
     let body = hook_request_with(None, None, EDWARD, json!({"patient": null}));
     let response = call_ok(&cardinal, "paged-optional", &body).await;
     assert_eq!(
-        response,
-        json!({"cards": []}),
+        response["cards"],
+        json!([]),
         "no Patient: the rule did not fire"
     );
     // Only http and https servers.

@@ -53,6 +53,11 @@ impl RuleEngine {
         &self.terminology
     }
 
+    /// The terminology, shared (for metrics that read its statistics).
+    pub fn shared_terminology(&self) -> Arc<Terminology> {
+        self.terminology.clone()
+    }
+
     pub fn limits(&self) -> &SandboxLimits {
         &self.limits
     }

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use toml::Spanned;
+use tracing::Instrument;
 
 use crate::cds_hooks::HookRequest;
 use crate::evaluator::CallError;
@@ -356,14 +357,34 @@ impl Prefetcher {
         for (key, relative) in urls {
             let client = client.clone();
             let server = server.clone();
-            let task = tasks.spawn(async move {
-                tokio::time::timeout_at(
-                    deadline,
-                    fetch::fetch_key(&client, &server, &relative, limits),
-                )
-                .await
-                .unwrap_or(Err(FetchFailure::Deadline(deadline_ms)))
-            });
+            // The key name comes from the manifest; the URL carries patient ids and stays out.
+            let span = tracing::info_span!(
+                "prefetch.fetch",
+                otel.name = %format!("prefetch {}", key.key),
+                cds.prefetch.key = %key.key,
+                cds.prefetch.outcome = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let task = tasks.spawn(
+                async move {
+                    let result = tokio::time::timeout_at(
+                        deadline,
+                        fetch::fetch_key(&client, &server, &relative, limits),
+                    )
+                    .await
+                    .unwrap_or(Err(FetchFailure::Deadline(deadline_ms)));
+                    let span = tracing::Span::current();
+                    match &result {
+                        Ok(_) => span.record("cds.prefetch.outcome", "fetched"),
+                        Err(_) => {
+                            span.record("otel.status_code", "ERROR");
+                            span.record("cds.prefetch.outcome", "not-obtained")
+                        }
+                    };
+                    result
+                }
+                .instrument(span),
+            );
             keys.insert(task.id(), key);
         }
         while let Some(joined) = tasks.join_next_with_id().await {

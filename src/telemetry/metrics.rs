@@ -2,11 +2,14 @@
 //! indicator, rule errors by kind, requests in flight. One OpenTelemetry meter provider per Cardinal,
 //! read by the Prometheus `/metrics` endpoint and, when an OTLP endpoint is configured, exported.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, UpDownCounter};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+use crate::terminology::Terminology;
 
 /// Bucket bounds in seconds: CDS Hooks answers are sub-millisecond to a few hundred milliseconds.
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -24,6 +27,8 @@ pub struct Metrics {
     rule_errors: Counter<u64>,
     cards: Counter<u64>,
     in_flight: UpDownCounter<i64>,
+    /// Observable instruments, kept alive with their callbacks.
+    observers: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,7 +96,91 @@ impl Metrics {
             meter,
             provider,
             registry,
+            observers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Exports the terminology cache's statistics (remote source only; local look-ups are in memory).
+    pub fn observe_terminology(&self, terminology: Arc<Terminology>) {
+        if terminology.stats().is_none() {
+            return;
+        }
+        type Read = fn(&crate::terminology::TerminologyStats) -> u64;
+        let counters: [(&'static str, &'static str, Read); 6] = [
+            (
+                "cardinal.terminology.cache.hits",
+                "Terminology answers served from the cache",
+                |s| s.hits,
+            ),
+            (
+                "cardinal.terminology.cache.misses",
+                "Terminology look-ups the cache could not answer",
+                |s| s.misses,
+            ),
+            (
+                "cardinal.terminology.cache.evictions",
+                "Cache entries dropped for capacity",
+                |s| s.evictions,
+            ),
+            (
+                "cardinal.terminology.stale_answers",
+                "Answers served stale because the server failed",
+                |s| s.stale_answers,
+            ),
+            (
+                "cardinal.terminology.remote.calls",
+                "Requests sent to the terminology server",
+                |s| s.remote_calls,
+            ),
+            (
+                "cardinal.terminology.remote.errors",
+                "Failed requests to the terminology server",
+                |s| s.remote_errors,
+            ),
+        ];
+        let mut observers = match self.observers.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (name, description, read) in counters {
+            let t = terminology.clone();
+            let counter = self
+                .meter
+                .u64_observable_counter(name)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    if let Some(stats) = t.stats() {
+                        observer.observe(read(&stats), &[]);
+                    }
+                })
+                .build();
+            observers.push(Box::new(counter));
+        }
+        let t = terminology.clone();
+        let latency = self
+            .meter
+            .f64_observable_counter("cardinal.terminology.remote.duration")
+            .with_unit("s")
+            .with_description("Total time spent waiting for the terminology server")
+            .with_callback(move |observer| {
+                if let Some(stats) = t.stats() {
+                    observer.observe(stats.remote_latency_sum.as_secs_f64(), &[]);
+                }
+            })
+            .build();
+        observers.push(Box::new(latency));
+        let t = terminology;
+        let entries = self
+            .meter
+            .u64_observable_gauge("cardinal.terminology.cache.entries")
+            .with_description("Entries in the terminology cache")
+            .with_callback(move |observer| {
+                if let Some(stats) = t.stats() {
+                    observer.observe(stats.cached_entries, &[]);
+                }
+            })
+            .build();
+        observers.push(Box::new(entries));
     }
 
     /// The meter, for instruments owned by other parts (terminology cache, prefetch).

@@ -246,11 +246,31 @@ impl TerminologyCache {
         key: Key<'_>,
         fetch: impl FnOnce() -> Result<Answer, TerminologyError>,
     ) -> Result<Answer, TerminologyError> {
+        let (operation, about) = key.describe();
         if let Some(answer) = self.fresh.get(&key) {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            // Hits are many and cheap: traced only when debug tracing is on.
+            let _span = tracing::debug_span!(
+                "terminology.lookup",
+                terminology.source = "remote",
+                terminology.operation = operation,
+                terminology.target = about,
+                terminology.cache = "hit",
+            )
+            .entered();
             return Ok(answer);
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        // Value set or code system only: the code looked up is patient data.
+        let span = tracing::info_span!(
+            "terminology.lookup",
+            terminology.source = "remote",
+            terminology.operation = operation,
+            terminology.target = about,
+            terminology.cache = "miss",
+            otel.status_code = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let result = self.fresh.try_get_with(key.to_owned_key(), || {
             let answer = fetch()?;
             if let Some(last_good) = &self.last_good {
@@ -263,7 +283,7 @@ impl TerminologyCache {
             Err(error) => match self.last_good.as_ref().and_then(|s| s.get(&key)) {
                 Some(answer) => {
                     self.counters.stale_answers.fetch_add(1, Ordering::Relaxed);
-                    let (operation, about) = key.describe();
+                    span.record("terminology.cache", "stale");
                     tracing::debug!(
                         operation,
                         about,
@@ -272,7 +292,10 @@ impl TerminologyCache {
                     );
                     Ok(answer)
                 }
-                None => Err((*error).clone()),
+                None => {
+                    span.record("otel.status_code", "ERROR");
+                    Err((*error).clone())
+                }
             },
         }
     }

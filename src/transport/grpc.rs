@@ -8,6 +8,7 @@ use crate::proto;
 use crate::proto::cds_hooks_server::{CdsHooks, CdsHooksServer};
 
 use super::grpc_convert;
+use super::observe::TraceId;
 
 /// Encoded descriptor set of Cardinal's protos, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cardinal_descriptor");
@@ -42,11 +43,16 @@ impl CdsHooks for GrpcService {
         &self,
         request: Request<proto::CallHookRequest>,
     ) -> Result<Response<proto::CallHookResponse>, Status> {
+        let trace_id = request
+            .extensions()
+            .get::<TraceId>()
+            .map(|TraceId(id)| id.clone());
         let message = request.into_inner();
         let service_id = message.service_id.clone();
         self.cardinal.service(&service_id).map_err(status_of)?;
-        let (hook_request, options) =
+        let (hook_request, mut options) =
             grpc_convert::hook_request(message).map_err(|e| status_of(e.into()))?;
+        options.trace_id = trace_id;
         let evaluation = self
             .cardinal
             .call(&service_id, hook_request, options)

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::cds_hooks::{FeedbackRequest, HookRequest, IssueType};
@@ -16,6 +16,7 @@ use crate::explain::ExplainReport;
 
 use super::EVALUATION_TIME_HEADER;
 use super::http_error::HttpError;
+use super::observe::TraceId;
 
 /// The HTTP routes (no fallback: the server adds one after merging gRPC).
 pub fn routes(cardinal: Cardinal) -> Router {
@@ -34,6 +35,7 @@ pub fn routes(cardinal: Cardinal) -> Router {
             post(feedback).fallback(method_not_allowed),
         )
         .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .with_state(cardinal)
 }
@@ -82,10 +84,11 @@ fn evaluation_time(
 async fn call(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
+    trace: Option<Extension<TraceId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let evaluation = evaluate(&cardinal, &id, &headers, body).await?;
+    let evaluation = evaluate(&cardinal, &id, &headers, trace, body).await?;
     Ok(Json(evaluation.response).into_response())
 }
 
@@ -94,6 +97,7 @@ async fn call(
 async fn explain(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
+    trace: Option<Extension<TraceId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
@@ -102,7 +106,7 @@ async fn explain(
             "the explain endpoint is disabled on this server (configuration `explain_endpoint`)",
         ));
     }
-    let evaluation = evaluate(&cardinal, &id, &headers, body).await?;
+    let evaluation = evaluate(&cardinal, &id, &headers, trace, body).await?;
     Ok(Json(ExplainReport::new(&cardinal, &evaluation)).into_response())
 }
 
@@ -110,6 +114,7 @@ async fn evaluate(
     cardinal: &Cardinal,
     id: &str,
     headers: &HeaderMap,
+    trace: Option<Extension<TraceId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Evaluation, HttpError> {
     // Unknown service first: 404 wins over a body problem.
@@ -118,7 +123,7 @@ async fn evaluate(
     let request = parse_request(body).await?;
     let options = CallOptions {
         evaluation_time: evaluation_time(headers)?,
-        trace_id: None,
+        trace_id: trace.map(|Extension(TraceId(id))| id),
     };
     Ok(cardinal.call(id, request, options).await?)
 }
@@ -153,6 +158,18 @@ async fn feedback(
     let feedback = FeedbackRequest::from_json_bytes(&body)?;
     cardinal.feedback(&id, &feedback)?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// Prometheus text exposition of Cardinal's metrics.
+async fn metrics(State(cardinal): State<Cardinal>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        cardinal.metrics().prometheus_text(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

@@ -6,8 +6,10 @@ pub mod grpc;
 mod grpc_convert;
 pub mod http;
 mod http_error;
+mod observe;
 mod server;
 
+pub use observe::{TRACE_ID_HEADER, TraceId};
 pub use server::{Server, router};
 
 /// Header that pins the evaluation time of one call (RFC 3339 or `YYYY-MM-DD`).

@@ -16,7 +16,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::evaluator::Cardinal;
 
-use super::{EVALUATION_TIME_HEADER, grpc, http};
+use super::{EVALUATION_TIME_HEADER, grpc, http, observe};
 
 /// The complete router: HTTP/JSON with CORS and a body limit, gRPC, and a JSON 404 for the rest.
 pub async fn router(cardinal: Cardinal) -> Router {
@@ -29,7 +29,10 @@ pub async fn router(cardinal: Cardinal) -> Router {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::HeaderName::from_static(EVALUATION_TIME_HEADER),
+            header::HeaderName::from_static("traceparent"),
+            header::HeaderName::from_static("tracestate"),
         ])
+        .expose_headers([header::HeaderName::from_static(observe::TRACE_ID_HEADER)])
         .max_age(std::time::Duration::from_secs(3600));
     let http = http::routes(cardinal.clone())
         .fallback(http::not_found)
@@ -39,17 +42,19 @@ pub async fn router(cardinal: Cardinal) -> Router {
     let grpc = grpc::routes(cardinal).await.into_axum_router();
     // Dispatch by protocol, not by path: a gRPC client always gets a gRPC status, and a plain HTTP
     // caller always gets a JSON answer, whatever path either asks for.
-    Router::new().fallback_service(tower::service_fn(move |request: Request| {
-        let target = if is_grpc(&request) {
-            grpc.clone()
-        } else {
-            http.clone()
-        };
-        target.oneshot(request)
-    }))
+    Router::new()
+        .fallback_service(tower::service_fn(move |request: Request| {
+            let target = if is_grpc(&request) {
+                grpc.clone()
+            } else {
+                http.clone()
+            };
+            target.oneshot(request)
+        }))
+        .layer(axum::middleware::from_fn(observe::observe))
 }
 
-fn is_grpc(request: &Request) -> bool {
+pub(super) fn is_grpc(request: &Request) -> bool {
     request
         .headers()
         .get(header::CONTENT_TYPE)

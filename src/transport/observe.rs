@@ -1,0 +1,84 @@
+//! One middleware for both protocols: continues the caller's W3C trace (`traceparent`, which gRPC
+//! carries as metadata, i.e. the same header), opens the server span, and returns the trace id in
+//! `x-cardinal-trace-id` so an EHR log line can be matched with Cardinal's trace.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::telemetry;
+
+/// Response header carrying the trace id of the call.
+pub const TRACE_ID_HEADER: &str = "x-cardinal-trace-id";
+
+/// The trace id of the request being served, for handlers (request extension).
+#[derive(Debug, Clone)]
+pub struct TraceId(pub String);
+
+pub async fn observe(mut request: Request, next: Next) -> Response {
+    let parent = telemetry::parent_context(request.headers());
+    let grpc = super::server::is_grpc(&request);
+    let method = request.method().clone();
+    // Paths name services and operations, never patients.
+    let path = request.uri().path().to_owned();
+    let name = if grpc {
+        path.trim_start_matches('/').to_owned()
+    } else {
+        format!("{method} {}", route_of(&path))
+    };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %path,
+        rpc.system = if grpc { "grpc" } else { "" },
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let _ = span.set_parent(parent.clone());
+    let trace_id = telemetry::trace_id_of(&span, &parent);
+    span.record("trace_id", trace_id.as_str());
+    request.extensions_mut().insert(TraceId(trace_id.clone()));
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if let Ok(value) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert(TRACE_ID_HEADER, value);
+    }
+    response
+}
+
+/// The route template of a path: `/cds-services/{id}` rather than the id, so span names stay few.
+fn route_of(path: &str) -> &'static str {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("cds-services"), None, _, _) => "/cds-services",
+        (Some("cds-services"), Some(_), None, _) => "/cds-services/{id}",
+        (Some("cds-services"), Some(_), Some("feedback"), None) => "/cds-services/{id}/feedback",
+        (Some("cds-services"), Some(_), Some("explain"), None) => "/cds-services/{id}/explain",
+        (Some("healthz"), None, _, _) => "/healthz",
+        (Some("readyz"), None, _, _) => "/readyz",
+        (Some("metrics"), None, _, _) => "/metrics",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routes_hide_ids() {
+        assert_eq!(
+            super::route_of("/cds-services/opioidcds-01"),
+            "/cds-services/{id}"
+        );
+        assert_eq!(
+            super::route_of("/cds-services/x/feedback"),
+            "/cds-services/{id}/feedback"
+        );
+        assert_eq!(super::route_of("/cds-services"), "/cds-services");
+        assert_eq!(super::route_of("/Patient/123"), "other");
+    }
+}
