@@ -60,7 +60,7 @@ fn patient_field(record: &Record, field: &str) -> Dynamic {
 /// The medication of an order, dispense or statement as a CodeableConcept: `medicationCodeableConcept`,
 /// or the `code` of the Medication its `medicationReference` points to (contained `#id`, or a
 /// Medication in the record whose id is the reference's last segment).
-fn medication_concept(record: &Record, item: &Resource) -> Option<Value> {
+pub(super) fn medication_concept(record: &Record, item: &Resource) -> Option<Value> {
     if let Some(concept) = item.get("medicationCodeableConcept") {
         return Some(concept.clone());
     }

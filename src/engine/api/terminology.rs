@@ -12,6 +12,7 @@ use crate::fhir::split_code;
 use crate::terminology::{Terminology, TerminologyError};
 
 use super::super::run_state;
+use super::record::{Record, medication_concept};
 use super::resource::ResourceHandle;
 
 /// At most this many value-set matches are recorded per rule run.
@@ -82,7 +83,75 @@ fn record_match(url: &str, system: &str, code: &str, source: &str, reference: Op
     });
 }
 
+/// The (system, code) pairs of a field of a resource holding a CodeableConcept, a Coding, or a list
+/// of them (`category`, `clinicalStatus`, `type`...), read from the JSON without converting it.
+fn field_codings(resource: &crate::fhir::Resource, path: &str) -> Vec<(String, String)> {
+    let mut value = Some(resource.json());
+    for part in path.split('.') {
+        value = value.and_then(|v| v.get(part));
+    }
+    let concepts: Vec<&serde_json::Value> = match value {
+        Some(serde_json::Value::Array(items)) => items.iter().collect(),
+        Some(v) => vec![v],
+        None => Vec::new(),
+    };
+    concepts
+        .into_iter()
+        .flat_map(crate::fhir::concept_codings)
+        .map(|(s, c)| (s.to_owned(), c.to_owned()))
+        .collect()
+}
+
+fn check_membership(
+    ctx: &NativeCallContext,
+    t: &Terminology,
+    url: &str,
+    codings: &[(String, String)],
+    reference: Option<String>,
+) -> Result<bool, Box<EvalAltResult>> {
+    let pairs = codings.iter().map(|(s, c)| (s.as_str(), c.as_str()));
+    let url = t.resolve(url).map_err(|e| failure(ctx, e))?;
+    match t.first_member(&url, pairs, run_state::deadline()) {
+        Ok(Some(m)) => {
+            record_match(&url, m.system, m.code, m.source, reference);
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(e) => Err(failure(ctx, e)),
+    }
+}
+
 pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
+    let t = terminology.clone();
+    // `patient.medication_in(order, url)`: the order's medication (its CodeableConcept, or the
+    // Medication it references) is in the value set.
+    engine.register_fn(
+        "medication_in",
+        move |ctx: NativeCallContext, patient: &mut Record, item: ResourceHandle, url: &str| {
+            let mut codings: Vec<(String, String)> = item
+                .0
+                .codings()
+                .map(|(s, c)| (s.to_owned(), c.to_owned()))
+                .collect();
+            if codings.is_empty() {
+                if let Some(concept) = medication_concept(patient, &item.0) {
+                    codings = crate::fhir::concept_codings(&concept)
+                        .map(|(s, c)| (s.to_owned(), c.to_owned()))
+                        .collect();
+                }
+            }
+            check_membership(&ctx, &t, url, &codings, item.0.reference())
+        },
+    );
+    let t = terminology.clone();
+    // `in_valueset(condition, "category", url)`: a field of a resource, read without conversion.
+    engine.register_fn(
+        "in_valueset",
+        move |ctx: NativeCallContext, resource: ResourceHandle, field: &str, url: &str| {
+            let codings = field_codings(&resource.0, field);
+            check_membership(&ctx, &t, url, &codings, resource.0.reference())
+        },
+    );
     let t = terminology.clone();
     engine.register_fn(
         "in_valueset",
@@ -90,16 +159,7 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
             let mut codings = Vec::new();
             let mut reference = None;
             codings_of(&value, &mut codings, &mut reference);
-            let pairs = codings.iter().map(|(s, c)| (s.as_str(), c.as_str()));
-            let url = t.resolve(url).map_err(|e| failure(&ctx, e))?;
-            match t.first_member(&url, pairs, run_state::deadline()) {
-                Ok(Some(m)) => {
-                    record_match(&url, m.system, m.code, m.source, reference);
-                    Ok(true)
-                }
-                Ok(None) => Ok(false),
-                Err(e) => Err(failure(&ctx, e)),
-            }
+            check_membership(&ctx, &t, url, &codings, reference)
         },
     );
     let t = terminology.clone();
