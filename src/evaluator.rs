@@ -210,6 +210,15 @@ impl Cardinal {
             .ok_or_else(|| CallError::UnknownService(id.to_owned()))
     }
 
+    /// The service a hook call names. An unknown one is refused here, before the body is read, and
+    /// counted as a 404 of service `unknown` (caller-given ids never become metric labels).
+    pub fn call_target(&self, id: &str) -> Result<&Arc<CdsService>, CallError> {
+        self.service(id).inspect_err(|_| {
+            self.metrics
+                .hook_call("unknown", 404, std::time::Duration::ZERO)
+        })
+    }
+
     /// Finds the service, checks the request against it and settles the evaluation time.
     fn admit(
         &self,

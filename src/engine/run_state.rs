@@ -36,15 +36,23 @@ pub(crate) struct RunState {
 
 thread_local! {
     static RUN: RefCell<Option<RunState>> = const { RefCell::new(None) };
+    /// Operations of the run in progress: a plain cell, cheap enough to set on every operation.
+    static OPERATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+pub(crate) fn note_operations(ops: u64) {
+    OPERATIONS.with(|c| c.set(ops));
 }
 
 /// Installs `state` for the duration of `f`, then returns it with `f`'s result.
 pub(crate) fn with_state<R>(state: RunState, f: impl FnOnce() -> R) -> (R, RunState) {
     RUN.with(|cell| *cell.borrow_mut() = Some(state));
+    OPERATIONS.with(|c| c.set(0));
     let result = f();
     let state = RUN.with(|cell| cell.borrow_mut().take());
     // `with_state` always installed a state, and nothing else removes it.
-    let state = state.unwrap_or_else(unreachable_state);
+    let mut state = state.unwrap_or_else(unreachable_state);
+    state.operations = OPERATIONS.with(|c| c.get());
     (result, state)
 }
 

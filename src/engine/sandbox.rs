@@ -70,6 +70,7 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
     // `eval` would let a rule compile code at run time, outside `cardinal check`.
     engine.disable_symbol("eval");
     engine.on_progress(|ops| {
+        run_state::note_operations(ops);
         if ops % CLOCK_CHECK_EVERY == 0 && run_state::deadline_passed(ops) {
             Some(Dynamic::from(run_state::TIMEOUT_TOKEN))
         } else {

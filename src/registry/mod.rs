@@ -4,6 +4,7 @@
 mod loader;
 mod manifest;
 
+pub(crate) use loader::line_col;
 pub use loader::{LoadErrors, load};
 pub use manifest::{EvidenceLink, Manifest, RuleOverride, SourceSpec};
 

@@ -20,7 +20,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -36,27 +35,9 @@ pub const TESTS_DIR: &str = "tests";
 /// The alias table of a tests folder.
 pub const ALIASES_FILE: &str = "aliases.toml";
 
-/// A test file (or alias table) that cannot be read: `path:line:column: message`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct CaseError {
-    pub path: PathBuf,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for CaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
-            }
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+/// A test file (or alias table) that cannot be read: `path:line:column: message`, like a rule
+/// that cannot be compiled.
+pub use crate::engine::CompileError as CaseError;
 
 impl CaseError {
     fn new(path: &Path, message: impl Into<String>) -> Self {
@@ -346,16 +327,7 @@ fn json_files(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<CaseError>) {
     }
 }
 
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |i| before.len() - i - 1)
-        + 1;
-    (line, column)
-}
+use crate::registry::line_col;
 
 /// serde_json appends ` at line 3 column 7`; the location travels in its own fields.
 fn strip_serde_position(message: &str) -> String {

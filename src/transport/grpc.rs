@@ -49,7 +49,7 @@ impl CdsHooks for GrpcService {
             .map(|TraceId(id)| id.clone());
         let message = request.into_inner();
         let service_id = message.service_id.clone();
-        self.cardinal.service(&service_id).map_err(status_of)?;
+        self.cardinal.call_target(&service_id).map_err(status_of)?;
         let (hook_request, mut options) =
             grpc_convert::hook_request(message).map_err(|e| status_of(e.into()))?;
         options.trace_id = trace_id;

@@ -118,7 +118,7 @@ async fn evaluate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Evaluation, HttpError> {
     // Unknown service first: 404 wins over a body problem.
-    cardinal.service(id)?;
+    cardinal.call_target(id)?;
     let body = body_or_error(body)?;
     let request = parse_request(body).await?;
     let options = CallOptions {
