@@ -278,7 +278,6 @@ impl Cardinal {
         let _in_flight = self.metrics.in_flight();
         let span = tracing::info_span!(
             "cds_hooks.call",
-            otel.name = %format!("call {service_id}"),
             cds.service.id = %service_id,
             cds.hook = %request.hook,
             cds.hook_instance = %request.hook_instance,
@@ -391,7 +390,6 @@ impl Cardinal {
             .map(|rule| {
                 let span = tracing::info_span!(
                     "rule",
-                    otel.name = %format!("rule {}", rule.id),
                     cds.rule.id = %rule.id,
                     cds.rule.version = %rule.version,
                     cds.rule.outcome = tracing::field::Empty,

@@ -360,7 +360,6 @@ impl Prefetcher {
             // The key name comes from the manifest; the URL carries patient ids and stays out.
             let span = tracing::info_span!(
                 "prefetch.fetch",
-                otel.name = %format!("prefetch {}", key.key),
                 cds.prefetch.key = %key.key,
                 cds.prefetch.outcome = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
