@@ -392,6 +392,32 @@ async fn assert_continues_callers_trace(
         t.what,
         describe(&in_trace)
     );
+    // The trace as an operator sees it (`cargo test --test telemetry -- --nocapture`).
+    eprintln!("{}:\n{}", t.what, tree(&in_trace, &server.span_id, 1));
+}
+
+/// `spans` below `parent`, indented, with their attributes.
+fn tree(spans: &[ExportedSpan], parent: &str, depth: usize) -> String {
+    let mut out = String::new();
+    for span in spans.iter().filter(|s| s.span_id == parent && depth == 1) {
+        out.push_str(&format!("{} {:?}\n", span.name, span.attributes));
+    }
+    for span in spans.iter().filter(|s| s.parent_span_id == parent) {
+        let attributes: Vec<String> = span
+            .attributes
+            .iter()
+            .filter(|(k, _)| !k.ends_with("_ns") && !k.starts_with("code.") && *k != "target")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push_str(&format!(
+            "{}└ {} [{}]\n",
+            "  ".repeat(depth),
+            span.name,
+            attributes.join(" ")
+        ));
+        out.push_str(&tree(spans, &span.span_id, depth + 1));
+    }
+    out
 }
 
 /// The trace id in the response header, the response extension and every card's explanation.

@@ -35,10 +35,13 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         otel.kind = "server",
         http.request.method = %method,
         url.path = %path,
-        rpc.system = if grpc { "grpc" } else { "" },
+        rpc.system = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
+    if grpc {
+        span.record("rpc.system", "grpc");
+    }
     let _ = span.set_parent(parent.clone());
     let trace_id = telemetry::trace_id_of(&span, &parent);
     span.record("trace_id", trace_id.as_str());
