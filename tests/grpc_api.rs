@@ -472,6 +472,64 @@ async fn call_hook_metformin_low_egfr_returns_a_critical_explained_card() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_reports_each_rule_like_the_http_endpoint() {
+    // The test server turns the explain endpoint on.
+    let server = TestServer::start().await;
+    let mut grpc = client(&server).await;
+    let report = grpc
+        .explain(call_request(
+            "metformin-renal",
+            &metformin_fixture(),
+            EVALUATION_TIME,
+        ))
+        .await
+        .expect("Explain")
+        .into_inner();
+    assert_eq!(report.service_id, "metformin-renal");
+    assert_eq!(report.hook, "order-sign");
+    assert_eq!(report.rules.len(), 1, "{report:#?}");
+    let rule = &report.rules[0];
+    assert_eq!(rule.rule_id, "metformin-egfr");
+    assert_eq!(rule.verdict, "fired");
+    assert_eq!(rule.file, "metformin-renal/metformin-egfr.rhai");
+    assert!(rule.conditions.iter().all(|c| c.met), "{rule:#?}");
+    assert!(rule.facts.iter().any(|f| f.name == "eGFR"), "{rule:#?}");
+    let response = report.response.expect("the cards of the call");
+    assert_eq!(response.cards.len(), 1);
+
+    // Not fired: which condition was false.
+    let mut normal = metformin_fixture();
+    normal["prefetch"]["egfr"]["entry"][0]["resource"]["valueQuantity"]["value"] = json!(61);
+    let report = grpc
+        .explain(call_request("metformin-renal", &normal, EVALUATION_TIME))
+        .await
+        .expect("Explain")
+        .into_inner();
+    assert_eq!(report.rules[0].verdict, "not-fired");
+    assert_eq!(report.rules[0].failed_condition, "eGFR below 45");
+    server.stop().await;
+
+    // Off by default, as over HTTP.
+    let server = TestServer::start_with(cardinal::config::Config {
+        rules_dir: common::project_path("rules"),
+        ..cardinal::config::Config::default()
+    })
+    .await;
+    let mut grpc = client(&server).await;
+    let status = grpc
+        .explain(call_request(
+            "metformin-renal",
+            &metformin_fixture(),
+            EVALUATION_TIME,
+        ))
+        .await
+        .expect_err("explain is off");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("explain_endpoint"), "{status:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_hook_metformin_not_fired_returns_no_cards() {
     let server = TestServer::start().await;
     let mut client = client(&server).await;

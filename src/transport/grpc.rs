@@ -3,7 +3,8 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::evaluator::{CallError, Cardinal};
+use crate::evaluator::{CallError, Cardinal, Evaluation};
+use crate::explain::ExplainReport;
 use crate::proto;
 use crate::proto::cds_hooks_server::{CdsHooks, CdsHooksServer};
 
@@ -29,6 +30,30 @@ pub fn status_of(err: CallError) -> Status {
     }
 }
 
+impl GrpcService {
+    /// A hook call as `CallHook` and `Explain` take it: unknown service first, then the request, then
+    /// the one evaluation path, with the trace id of the server span.
+    async fn evaluate(
+        &self,
+        request: Request<proto::CallHookRequest>,
+    ) -> Result<Evaluation, Status> {
+        let trace_id = request
+            .extensions()
+            .get::<TraceId>()
+            .map(|TraceId(id)| id.clone());
+        let message = request.into_inner();
+        let service_id = message.service_id.clone();
+        self.cardinal.call_target(&service_id).map_err(status_of)?;
+        let (hook_request, mut options) =
+            grpc_convert::hook_request(message).map_err(|e| status_of(e.into()))?;
+        options.trace_id = trace_id;
+        self.cardinal
+            .call(&service_id, hook_request, options)
+            .await
+            .map_err(status_of)
+    }
+}
+
 #[tonic::async_trait]
 impl CdsHooks for GrpcService {
     async fn discover(
@@ -43,22 +68,25 @@ impl CdsHooks for GrpcService {
         &self,
         request: Request<proto::CallHookRequest>,
     ) -> Result<Response<proto::CallHookResponse>, Status> {
-        let trace_id = request
-            .extensions()
-            .get::<TraceId>()
-            .map(|TraceId(id)| id.clone());
-        let message = request.into_inner();
-        let service_id = message.service_id.clone();
-        self.cardinal.call_target(&service_id).map_err(status_of)?;
-        let (hook_request, mut options) =
-            grpc_convert::hook_request(message).map_err(|e| status_of(e.into()))?;
-        options.trace_id = trace_id;
-        let evaluation = self
-            .cardinal
-            .call(&service_id, hook_request, options)
-            .await
-            .map_err(status_of)?;
+        let evaluation = self.evaluate(request).await?;
         Ok(Response::new(grpc_convert::hook_response(
+            &evaluation.response,
+        )))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<proto::CallHookRequest>,
+    ) -> Result<Response<proto::ExplainResponse>, Status> {
+        if !self.cardinal.config().explain_endpoint {
+            return Err(Status::not_found(
+                "the explain endpoint is disabled on this server (configuration `explain_endpoint`)",
+            ));
+        }
+        let evaluation = self.evaluate(request).await?;
+        let report = ExplainReport::new(&self.cardinal, &evaluation);
+        Ok(Response::new(grpc_convert::explain_response(
+            &report,
             &evaluation.response,
         )))
     }

@@ -272,3 +272,54 @@ pub fn feedback(msg: &proto::SubmitFeedbackRequest) -> Result<FeedbackRequest, R
         .collect();
     FeedbackRequest::from_value(&serde_json::json!({"feedback": items}))
 }
+
+use crate::explain::RuleVerdict;
+
+/// The explain report (`Explain`), from the same report the HTTP endpoint and the CLI give.
+pub fn explain_response(
+    report: &crate::explain::ExplainReport,
+    response: &HookResponse,
+) -> proto::ExplainResponse {
+    proto::ExplainResponse {
+        service_id: report.service_id.clone(),
+        hook: report.hook.clone(),
+        evaluated_at: report.evaluated_at.clone(),
+        duration_us: report.duration_us,
+        rules: report
+            .rules
+            .iter()
+            .map(|r| proto::RuleReport {
+                rule_id: r.rule_id.clone(),
+                rule_version: r.rule_version.clone(),
+                file: r.file.clone().unwrap_or_default(),
+                verdict: match r.verdict {
+                    RuleVerdict::Fired => "fired",
+                    RuleVerdict::NotFired => "not-fired",
+                    RuleVerdict::Error => "error",
+                }
+                .to_owned(),
+                failed_condition: r.failed_condition.clone().unwrap_or_default(),
+                error: r.error.as_ref().map(|e| proto::Diagnostic {
+                    rule_id: r.rule_id.clone(),
+                    kind: e.kind.clone(),
+                    message: e.message.clone(),
+                    line: e.line.unwrap_or_default(),
+                    column: e.column.unwrap_or_default(),
+                }),
+                conditions: r
+                    .conditions
+                    .iter()
+                    .map(|c| proto::Condition {
+                        name: c.name.clone(),
+                        met: c.met,
+                    })
+                    .collect(),
+                facts: r.facts.iter().map(fact).collect(),
+                prints: r.prints.clone(),
+                duration_us: r.duration_us,
+                operations: r.operations,
+            })
+            .collect(),
+        response: Some(hook_response(response)),
+    }
+}
