@@ -9,9 +9,7 @@
 //! Before timing, a breakdown of one evaluation per service is printed (parse, index, each rule), so
 //! the report says which part dominates. Run with `cargo bench --bench opioid`.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -20,7 +18,10 @@ use cardinal::config::Config;
 use cardinal::evaluator::{CallOptions, Cardinal, parse_evaluation_time};
 use cardinal::patient::PatientContext;
 use criterion::{BatchSize, Criterion};
-use serde_json::{Value, json};
+
+#[path = "../tests/support/synthea.rs"]
+mod synthea;
+use serde_json::Value;
 
 const ORDER_SIGN_SERVICES: [&str; 10] = [
     "opioidcds-01",
@@ -92,103 +93,23 @@ fn fixture_cases(cardinal: &Cardinal) -> Vec<Case> {
     cases
 }
 
-/// A Synthea transaction bundle as the opioid services' prefetch, plus a 30-day extended-release
-/// oxycodone draft order (RxNorm 1049502), signed now.
-fn synthea_request(bundle: &Value) -> Option<Vec<u8>> {
-    let mut by_type: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-    for entry in bundle["entry"].as_array()? {
-        let resource = &entry["resource"];
-        if let Some(ty) = resource["resourceType"].as_str() {
-            by_type.entry(ty).or_default().push(resource);
-        }
-    }
-    let patient = *by_type.get("Patient")?.first()?;
-    let patient_id = patient["id"].as_str()?;
-    let search = |types: &[&str]| {
-        let entries: Vec<Value> = types
-            .iter()
-            .flat_map(|t| by_type.get(t).into_iter().flatten())
-            .map(|r| json!({"resource": r}))
-            .collect();
-        json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries})
-    };
-    let draft = json!({
-        "resourceType": "MedicationRequest", "id": "draft-oxycodone", "status": "draft", "intent": "order",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category", "code": "community"}]}],
-        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1049502",
-            "display": "12 HR Oxycodone Hydrochloride 10 MG Extended Release Oral Tablet"}]},
-        "subject": {"reference": format!("Patient/{patient_id}")},
-        "authoredOn": chrono::Utc::now().format("%Y-%m-%d").to_string(),
-        "dosageInstruction": [{"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
-            "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet", "system": "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "code": "TAB"}}]}],
-        "dispenseRequest": {"expectedSupplyDuration": {"value": 30, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}}
-    });
-    let request = json!({
-        "hook": "order-sign",
-        "hookInstance": "4cf01c0b-4a1d-4f5c-b2a4-4e0d5d3a7f10",
-        "context": {"userId": "Practitioner/example", "patientId": patient_id,
-            "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}},
-        "prefetch": {
-            "patient": patient,
-            "conditions": search(&["Condition"]),
-            "encounters": search(&["Encounter"]),
-            "medicationRequests": search(&["MedicationRequest", "Medication"]),
-            "medicationDispenses": search(&["MedicationDispense"]),
-            "procedures": search(&["Procedure"]),
-            "observations": search(&["Observation"]),
-            "carePlans": search(&["CarePlan"]),
-        }
-    });
-    serde_json::to_vec(&request).ok()
-}
-
-/// The largest Synthea patients (by compressed size), when the corpus is present.
+/// The largest Synthea patients, as order-sign requests signed today, when the corpus is present.
 fn synthea_patients(limit: usize) -> Vec<(String, Vec<u8>)> {
-    let dir = project().join("../shared/data/synthea");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let bundles = synthea::load_bundles(limit);
+    if bundles.is_empty() {
         eprintln!(
             "synthea: {} is absent; only the fixture cases are measured",
-            dir.display()
+            synthea::corpus_dir().display()
         );
-        return Vec::new();
-    };
-    let mut files: Vec<(u64, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.metadata().ok()?.len(), e.path())))
-        .filter(|(_, p)| p.to_string_lossy().ends_with(".json.gz"))
-        .collect();
-    files.sort();
-    files.reverse();
-    let mut out = Vec::new();
-    for (_, path) in files.into_iter().take(limit) {
-        let mut text = String::new();
-        let Ok(file) = std::fs::File::open(&path) else {
-            continue;
-        };
-        if flate2::read::GzDecoder::new(file)
-            .read_to_string(&mut text)
-            .is_err()
-        {
-            continue;
-        }
-        let Ok(bundle) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        let name = path
-            .file_name()
-            .map(|n| {
-                n.to_string_lossy()
-                    .split('_')
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join("_")
-            })
-            .unwrap_or_default();
-        if let Some(body) = synthea_request(&bundle) {
-            out.push((name, body));
-        }
     }
-    out
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    bundles
+        .iter()
+        .filter_map(|(name, bundle)| {
+            let request = synthea::opioid_request(bundle, "order-sign", &today)?;
+            Some((name.clone(), serde_json::to_vec(&request).ok()?))
+        })
+        .collect()
 }
 
 fn micros(d: Duration) -> f64 {
