@@ -57,13 +57,27 @@ pub fn synthea_fixtures() -> Vec<PathBuf> {
     files
 }
 
-/// The node packages must be installed first; say how when they are not.
+/// Installs the node packages on first use (`.ci/fhir-server-setup.sh`: `npm ci`, a no-op when they
+/// are current), so `cargo test` alone works on a new machine; says how to fix it when it cannot.
 fn check_installed() -> PathBuf {
+    static INSTALL: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let dir = project_path("tests/fhir-server");
-    if !dir.join("node_modules/@medplum/fhir-router").is_dir() {
+    let installed = INSTALL.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(project_path(".ci/fhir-server-setup.sh"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("exit status {status}"))
+        }
+    });
+    if let Err(e) = installed {
         panic!(
-            "the test FHIR server is not installed: {} has no node_modules.\n\
-             Run `bash .ci/fhir-server-setup.sh` (npm ci in tests/fhir-server; needs Node.js 20.19+) first.",
+            "the test FHIR server could not be installed in {} ({e}).\n\
+             It needs Node.js 20.19+ with npm and the npm registry: run `bash .ci/fhir-server-setup.sh`.",
             dir.display()
         );
     }
