@@ -128,3 +128,17 @@ fn serve_refuses_to_start_on_broken_rules() {
     );
     assert!(stderr.contains("refusing to start"), "{stderr}");
 }
+
+#[test]
+fn a_value_set_no_source_knows_is_reported_where_the_rule_names_it() {
+    let out = cardinal(&["check", "tests/fixtures/rules-unknown-valueset"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "vs-check/check.rhai:2:66: value set `http://example.org/fhir/ValueSet/not-shipped` \
+             is not in any `valuesets/` folder"
+        ),
+        "{stderr}"
+    );
+}
