@@ -6,6 +6,7 @@
 //! order (`terminology.order`); the first that knows the value set (or code system) answers.
 
 mod cache;
+mod client;
 mod local;
 mod remote;
 mod settings;
