@@ -283,3 +283,89 @@ fn the_call_budget_bounds_the_work_of_one_call() {
     let not_run = &eval.outcomes[4];
     assert!(not_run.duration.is_zero() && not_run.operations == 0);
 }
+
+#[test]
+fn a_closure_over_patient_inside_a_call_on_patient_gets_a_fix_in_its_error() {
+    let rule = r#"
+        let late = patient.resources("Observation").filter(|o| patient.age != ());
+        card(#{ summary: `${late.len()}`, indicator: "info" });
+    "#;
+    let eval = evaluate_with(
+        rule,
+        "order-sign",
+        common::request_fixture("metformin-egfr-low"),
+        "2026-11-01",
+    );
+    let Verdict::Error(e) = &eval.outcomes[0].verdict else {
+        panic!("expected the data-race error: {:?}", eval.outcomes[0]);
+    };
+    assert!(e.message.contains("bind the list first"), "{}", e.message);
+    // The suggested form works.
+    let fixed = r#"
+        let observations = patient.resources("Observation");
+        let late = observations.filter(|o| patient.age != ());
+        card(#{ summary: `${late.len()}`, indicator: "info" });
+    "#;
+    assert_eq!(summaries(fixed, "2026-11-01"), ["2"], "both eGFR results");
+}
+
+#[test]
+fn value_sets_shipped_with_the_rules_are_checked_by_id_or_url_and_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = dir.path().join("egfr-check");
+    let valuesets = dir.path().join("valuesets");
+    std::fs::create_dir_all(&service).expect("mkdir");
+    std::fs::create_dir_all(&valuesets).expect("mkdir");
+    std::fs::write(
+        valuesets.join("egfr.json"),
+        json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/egfr-tests",
+            "version": "2026-01", "status": "active",
+            "compose": {"include": [{"system": "http://loinc.org", "concept": [
+                {"code": "62238-1", "display": "eGFR CKD-EPI"}, {"code": "33914-3", "display": "eGFR MDRD"}]}]}})
+        .to_string(),
+    )
+    .expect("value set");
+    std::fs::write(
+        service.join("service.toml"),
+        "id = \"egfr-check\"\nhook = \"order-sign\"\ndescription = \"value sets\"\nversion = \"1\"\n",
+    )
+    .expect("manifest");
+    std::fs::write(
+        service.join("rule.rhai"),
+        r#"
+        let observations = patient.resources("Observation");
+        let by_id = observations.filter(|o| in_valueset(o, "egfr-tests"));
+        let by_field = observations.filter(|o| in_valueset(o, "code", "http://example.org/fhir/ValueSet/egfr-tests|2026-01"));
+        let not_lab = observations.filter(|o| in_valueset(o, "category", "egfr-tests"));
+        let ordered = context.draft_orders.filter(|o| patient.medication_in(o, "egfr-tests"));
+        card(#{ summary: `${by_id.len()} ${by_field.len()} ${not_lab.len()} ${ordered.len()}`, indicator: "info" });
+        "#,
+    )
+    .expect("rule");
+    let cardinal = Cardinal::load(Config {
+        rules_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let request =
+        HookRequest::from_value(common::request_fixture("metformin-egfr-low")).expect("request");
+    let eval = cardinal
+        .evaluate("egfr-check", request, CallOptions::default())
+        .expect("evaluation");
+    let card = &eval.response.cards[0];
+    assert_eq!(
+        card.summary, "2 2 0 0",
+        "both eGFR results; no category or draft order matches"
+    );
+    let facts = &card.explanation().expect("explanation").facts;
+    let matched = facts
+        .iter()
+        .find(|f| f.origin.as_deref() == Some("terminology"))
+        .expect("the match is explained");
+    assert_eq!(matched.name, "in value set egfr-tests");
+    assert_eq!(matched.value.as_deref(), Some("http://loinc.org|62238-1"));
+    assert_eq!(
+        matched.reference.as_deref(),
+        Some("Observation/egfr-2026-10")
+    );
+}

@@ -165,11 +165,19 @@ fn classify(err: EvalAltResult) -> Verdict {
             located(RuleErrorKind::Runtime, value.to_string(), pos)
         }
         other => {
-            let message = strip_position(&other.to_string());
+            let mut message = strip_position(&other.to_string());
+            if message.contains("Data race detected") {
+                // Rhai's wording does not say what the rule author should change.
+                message.push_str(DATA_RACE_HINT);
+            }
             located(RuleErrorKind::Runtime, message, pos)
         }
     }
 }
+
+const DATA_RACE_HINT: &str = " (a closure that uses `patient` or `context` ran inside a call on that same \
+     variable: bind the list first, e.g. `let orders = patient.resources(\"MedicationRequest\"); \
+     orders.filter(|o| ...)`)";
 
 /// A stop imposed by the sandbox (deadline, limits, `require`), possibly inside nested function calls.
 fn is_system(err: &EvalAltResult) -> bool {
