@@ -123,6 +123,27 @@ fn check_membership(
 
 pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
     let t = terminology.clone();
+    // `patient.resources_in("Observation", url)`: the resources of a type whose main code is in the
+    // value set, checked in native code (no closure call per resource).
+    engine.register_fn(
+        "resources_in",
+        move |ctx: NativeCallContext, patient: &mut Record, ty: &str, url: &str| {
+            let url = t.resolve(url).map_err(|e| failure(&ctx, e))?;
+            let mut found = Array::new();
+            for resource in patient.0.of_type(ty) {
+                match t.first_member(&url, resource.codings(), run_state::deadline()) {
+                    Ok(Some(m)) => {
+                        record_match(&url, m.system, m.code, m.source, resource.reference());
+                        found.push(Dynamic::from(ResourceHandle(resource.clone())));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(failure(&ctx, e)),
+                }
+            }
+            Ok(found)
+        },
+    );
+    let t = terminology.clone();
     // `patient.medication_in(order, url)`: the order's medication (its CodeableConcept, or the
     // Medication it references) is in the value set.
     engine.register_fn(
