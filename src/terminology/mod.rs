@@ -246,15 +246,12 @@ impl Terminology {
     }
 
     /// A canonical URL as given, or the URL of the shipped value set with that id.
-    pub fn resolve<'u>(
-        &self,
-        url_or_id: &'u str,
-    ) -> Result<std::borrow::Cow<'u, str>, TerminologyError> {
+    pub fn resolve<'a>(&'a self, url_or_id: &'a str) -> Result<&'a str, TerminologyError> {
         if url_or_id.contains(':') {
-            return Ok(url_or_id.into());
+            return Ok(url_or_id);
         }
         match self.local.as_ref().and_then(|l| l.url_of_id(url_or_id)) {
-            Some(Ok(url)) => Ok(url.to_owned().into()),
+            Some(Ok(url)) => Ok(url),
             Some(Err(urls)) => Err(TerminologyError::AmbiguousValueSet {
                 id: url_or_id.to_owned(),
                 urls: urls.into_iter().map(str::to_owned).collect(),

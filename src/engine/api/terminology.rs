@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 
 use crate::cds_hooks::Fact;
-use crate::fhir::split_code;
+use crate::fhir::{Resource, split_code};
 use crate::terminology::{Terminology, TerminologyError};
 
 use super::super::run_state;
@@ -25,15 +25,15 @@ fn failure(ctx: &NativeCallContext, err: TerminologyError) -> Box<EvalAltResult>
 
 /// The (system, code) pairs of whatever a rule passes: a resource (its main code), a
 /// CodeableConcept or Coding map, an array of those, or a `system|code` string.
-fn codings_of(value: &Dynamic, out: &mut Vec<(String, String)>, reference: &mut Option<String>) {
+fn codings_of(value: &Dynamic, out: &mut Vec<(String, String)>, first: &mut Option<Resource>) {
     if let Some(ResourceHandle(r)) = value.clone().try_cast::<ResourceHandle>() {
         out.extend(r.codings().map(|(s, c)| (s.to_owned(), c.to_owned())));
-        if reference.is_none() {
-            *reference = r.reference();
+        if first.is_none() {
+            *first = Some(r);
         }
     } else if let Some(map) = value.clone().try_cast::<Map>() {
         if let Some(codings) = map.get("coding") {
-            codings_of(codings, out, reference);
+            codings_of(codings, out, first);
         } else if let Some(code) = map.get("code").and_then(|c| c.clone().into_string().ok()) {
             let system = map
                 .get("system")
@@ -43,7 +43,7 @@ fn codings_of(value: &Dynamic, out: &mut Vec<(String, String)>, reference: &mut 
         }
     } else if let Some(items) = value.clone().try_cast::<Array>() {
         for item in &items {
-            codings_of(item, out, reference);
+            codings_of(item, out, first);
         }
     } else if let Some(text) = value.clone().try_cast::<rhai::ImmutableString>() {
         let (system, code) = split_code(&text);
@@ -57,25 +57,28 @@ fn short_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 
-fn record_match(url: &str, system: &str, code: &str, source: &str, reference: Option<String>) {
+fn record_match(url: &str, system: &str, code: &str, source: &str, resource: Option<&Resource>) {
     run_state::with_run(|run| {
-        let name = format!("in value set {}", short_name(url));
-        let value = format!("{system}|{code}");
         let recorded = run
             .facts
             .iter()
             .filter(|f| f.origin.as_deref() == Some("terminology"))
             .count();
+        if recorded >= MAX_TERMINOLOGY_FACTS || run.facts.len() >= 200 {
+            return;
+        }
+        let name = format!("in value set {}", short_name(url));
+        let value = format!("{system}|{code}");
         let duplicate = run
             .facts
             .iter()
             .any(|f| f.name == name && f.value.as_deref() == Some(value.as_str()));
-        if recorded < MAX_TERMINOLOGY_FACTS && !duplicate && run.facts.len() < 200 {
+        if !duplicate {
             run.facts.push(Fact {
                 name,
                 value: Some(value),
                 note: Some(format!("{url} ({source})")),
-                reference,
+                reference: resource.and_then(Resource::reference),
                 origin: Some("terminology".into()),
                 ..Fact::default()
             });
@@ -83,37 +86,32 @@ fn record_match(url: &str, system: &str, code: &str, source: &str, reference: Op
     });
 }
 
-/// The (system, code) pairs of a field of a resource holding a CodeableConcept, a Coding, or a list
-/// of them (`category`, `clinicalStatus`, `type`...), read from the JSON without converting it.
-fn field_codings(resource: &crate::fhir::Resource, path: &str) -> Vec<(String, String)> {
+/// The concepts in a field of a resource holding a CodeableConcept, a Coding, or a list of them
+/// (`category`, `clinicalStatus`, `type`...), read from the JSON without converting it.
+fn field_concepts<'r>(resource: &'r Resource, path: &str) -> Vec<&'r serde_json::Value> {
     let mut value = Some(resource.json());
     for part in path.split('.') {
         value = value.and_then(|v| v.get(part));
     }
-    let concepts: Vec<&serde_json::Value> = match value {
+    match value {
         Some(serde_json::Value::Array(items)) => items.iter().collect(),
         Some(v) => vec![v],
         None => Vec::new(),
-    };
-    concepts
-        .into_iter()
-        .flat_map(crate::fhir::concept_codings)
-        .map(|(s, c)| (s.to_owned(), c.to_owned()))
-        .collect()
+    }
 }
 
-fn check_membership(
+/// Whether any of `codings` is in the value set; a match is recorded in the explanation.
+fn check_membership<'c>(
     ctx: &NativeCallContext,
     t: &Terminology,
     url: &str,
-    codings: &[(String, String)],
-    reference: Option<String>,
+    codings: impl IntoIterator<Item = (&'c str, &'c str)>,
+    resource: Option<&Resource>,
 ) -> Result<bool, Box<EvalAltResult>> {
-    let pairs = codings.iter().map(|(s, c)| (s.as_str(), c.as_str()));
     let url = t.resolve(url).map_err(|e| failure(ctx, e))?;
-    match t.first_member(&url, pairs, run_state::deadline()) {
+    match t.first_member(url, codings, run_state::deadline()) {
         Ok(Some(m)) => {
-            record_match(&url, m.system, m.code, m.source, reference);
+            record_match(url, m.system, m.code, m.source, resource);
             Ok(true)
         }
         Ok(None) => Ok(false),
@@ -127,17 +125,15 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
     // value set, checked in native code (no closure call per resource).
     engine.register_fn(
         "resources_in",
-        move |ctx: NativeCallContext, patient: &mut Record, ty: &str, url: &str| {
-            let url = t.resolve(url).map_err(|e| failure(&ctx, e))?;
+        move |ctx: NativeCallContext,
+              patient: &mut Record,
+              ty: &str,
+              url: &str|
+              -> Result<Array, Box<EvalAltResult>> {
             let mut found = Array::new();
             for resource in patient.0.of_type(ty) {
-                match t.first_member(&url, resource.codings(), run_state::deadline()) {
-                    Ok(Some(m)) => {
-                        record_match(&url, m.system, m.code, m.source, resource.reference());
-                        found.push(Dynamic::from(ResourceHandle(resource.clone())));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(failure(&ctx, e)),
+                if check_membership(&ctx, &t, url, resource.codings(), Some(resource))? {
+                    found.push(Dynamic::from(ResourceHandle(resource.clone())));
                 }
             }
             Ok(found)
@@ -148,39 +144,50 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
     // Medication it references) is in the value set.
     engine.register_fn(
         "medication_in",
-        move |ctx: NativeCallContext, patient: &mut Record, item: ResourceHandle, url: &str| {
-            let mut codings: Vec<(String, String)> = item
-                .0
-                .codings()
-                .map(|(s, c)| (s.to_owned(), c.to_owned()))
-                .collect();
-            if codings.is_empty() {
-                if let Some(concept) = medication_concept(patient, &item.0) {
-                    codings = crate::fhir::concept_codings(&concept)
-                        .map(|(s, c)| (s.to_owned(), c.to_owned()))
-                        .collect();
-                }
+        move |ctx: NativeCallContext,
+              patient: &mut Record,
+              item: ResourceHandle,
+              url: &str|
+              -> Result<bool, Box<EvalAltResult>> {
+            // The order's own code when it has one; else the Medication it references.
+            if item.0.codings().next().is_some() {
+                return check_membership(&ctx, &t, url, item.0.codings(), Some(&item.0));
             }
-            check_membership(&ctx, &t, url, &codings, item.0.reference())
+            let concept = medication_concept(patient, &item.0).unwrap_or_default();
+            let codings = crate::fhir::concept_codings(&concept);
+            check_membership(&ctx, &t, url, codings, Some(&item.0))
         },
     );
     let t = terminology.clone();
     // `in_valueset(condition, "category", url)`: a field of a resource, read without conversion.
     engine.register_fn(
         "in_valueset",
-        move |ctx: NativeCallContext, resource: ResourceHandle, field: &str, url: &str| {
-            let codings = field_codings(&resource.0, field);
-            check_membership(&ctx, &t, url, &codings, resource.0.reference())
+        move |ctx: NativeCallContext,
+              resource: ResourceHandle,
+              field: &str,
+              url: &str|
+              -> Result<bool, Box<EvalAltResult>> {
+            let concepts = field_concepts(&resource.0, field);
+            let codings = concepts.into_iter().flat_map(crate::fhir::concept_codings);
+            check_membership(&ctx, &t, url, codings, Some(&resource.0))
         },
     );
     let t = terminology.clone();
     engine.register_fn(
         "in_valueset",
-        move |ctx: NativeCallContext, value: Dynamic, url: &str| {
+        move |ctx: NativeCallContext,
+              value: Dynamic,
+              url: &str|
+              -> Result<bool, Box<EvalAltResult>> {
+            // A resource's indexed codes are read in place; anything else is collected first.
+            if let Some(ResourceHandle(r)) = value.clone().try_cast::<ResourceHandle>() {
+                return check_membership(&ctx, &t, url, r.codings(), Some(&r));
+            }
             let mut codings = Vec::new();
-            let mut reference = None;
-            codings_of(&value, &mut codings, &mut reference);
-            check_membership(&ctx, &t, url, &codings, reference)
+            let mut resource = None;
+            codings_of(&value, &mut codings, &mut resource);
+            let pairs = codings.iter().map(|(s, c)| (s.as_str(), c.as_str()));
+            check_membership(&ctx, &t, url, pairs, resource.as_ref())
         },
     );
     let t = terminology.clone();
