@@ -22,19 +22,21 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let parent = telemetry::parent_context(request.headers());
     let grpc = super::server::is_grpc(&request);
     let method = request.method().clone();
-    // Paths name services and operations, never patients.
-    let path = request.uri().path().to_owned();
-    let name = if grpc {
-        path.trim_start_matches('/').to_owned()
+    // The route, not the path: a caller may put anything in a path, patient data included.
+    let path = request.uri().path();
+    let (name, route) = if grpc {
+        let route = grpc_method_of(path);
+        (route.to_owned(), route)
     } else {
-        format!("{method} {}", route_of(&path))
+        let route = route_of(path);
+        (format!("{method} {route}"), route)
     };
     let span = tracing::info_span!(
         "request",
         otel.name = %name,
         otel.kind = "server",
         http.request.method = %method,
-        url.path = %path,
+        http.route = route,
         rpc.system = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
@@ -69,6 +71,21 @@ fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// A gRPC method Cardinal serves (`cardinal.v1.CdsHooks/CallHook`), else `other`.
+fn grpc_method_of(path: &str) -> &'static str {
+    const SERVED: [&str; 7] = [
+        "cardinal.v1.CdsHooks/Discover",
+        "cardinal.v1.CdsHooks/CallHook",
+        "cardinal.v1.CdsHooks/SubmitFeedback",
+        "cardinal.v1.CdsHooks/Explain",
+        "grpc.health.v1.Health/Check",
+        "grpc.health.v1.Health/Watch",
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    ];
+    let method = path.trim_start_matches('/');
+    SERVED.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -83,5 +100,10 @@ mod tests {
         );
         assert_eq!(super::route_of("/cds-services"), "/cds-services");
         assert_eq!(super::route_of("/Patient/123"), "other");
+        assert_eq!(
+            super::grpc_method_of("/cardinal.v1.CdsHooks/CallHook"),
+            "cardinal.v1.CdsHooks/CallHook"
+        );
+        assert_eq!(super::grpc_method_of("/Patient/123"), "other");
     }
 }
