@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 
 use cardinal::cds_hooks::HookRequest;
 use cardinal::config::Config;
-use cardinal::evaluator::{CallOptions, Cardinal, parse_evaluation_time};
+use cardinal::evaluator::{CallOptions, Cardinal};
 use cardinal::patient::PatientContext;
 use criterion::{BatchSize, Criterion};
 
 #[path = "../tests/support/synthea.rs"]
 mod synthea;
-use serde_json::Value;
 
 const ORDER_SIGN_SERVICES: [&str; 10] = [
     "opioidcds-01",
@@ -47,50 +46,34 @@ fn project() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The opioid pack's order-hook test cases that expect cards or silence (not a refusal), read by the
+/// same discovery `cardinal test` uses.
 fn fixture_cases(cardinal: &Cardinal) -> Vec<Case> {
-    let dir = project().join("rules/opioid-cds/tests");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    paths.sort();
-    let mut cases = Vec::new();
-    for path in paths
-        .iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-    {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let Ok(case) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        let Some(service) = case["service"].as_str() else {
-            continue;
-        };
-        let Ok(found) = cardinal.service(service) else {
-            continue;
-        };
-        if !matches!(found.hook(), "order-sign" | "order-select") {
-            continue;
-        }
-        if case["expect"]["status"].as_u64().is_some_and(|s| s != 200) {
-            continue;
-        }
-        let at = case["evaluation_time"]
-            .as_str()
-            .and_then(parse_evaluation_time);
-        cases.push(Case {
-            name: path
+    let suites = cardinal::rule_tests::discover(&project().join("rules/opioid-cds"))
+        .unwrap_or_else(|e| panic!("opioid test cases: {e:?}"));
+    suites
+        .into_iter()
+        .flat_map(|suite| suite.cases)
+        .filter(|case| case.expect.status == 200)
+        .filter(|case| {
+            cardinal
+                .service(&case.service)
+                .is_ok_and(|s| matches!(s.hook(), "order-sign" | "order-select"))
+        })
+        .map(|case| Case {
+            name: case
+                .path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            service: service.to_owned(),
-            body: serde_json::to_vec(&case["request"]).unwrap_or_default(),
+            body: serde_json::to_vec(&case.request).unwrap_or_default(),
             options: CallOptions {
-                evaluation_time: at,
+                evaluation_time: case.evaluation_time(),
                 ..CallOptions::default()
             },
-        });
-    }
-    cases
+            service: case.service,
+        })
+        .collect()
 }
 
 /// The largest Synthea patients, as order-sign requests signed today, when the corpus is present.
