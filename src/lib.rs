@@ -3,6 +3,7 @@
 //!
 //! Where things happen:
 //! - a hook call enters in [`transport`] (HTTP/JSON in `transport/http.rs`, gRPC in `transport/grpc.rs`);
+//! - it is admitted on arrival, or refused at once when the replica is full, in [`admission`];
 //! - it is evaluated on one path in [`evaluator`], after [`prefetch`] has fetched what the EHR did
 //!   not send;
 //! - FHIR resources are read in one pass in [`fhir`] and indexed once per call in [`patient`];
@@ -12,6 +13,7 @@
 //! - for rule authors: [`explain`] (every rule's verdict, facts and conditions) and [`rule_tests`]
 //!   (`cardinal test`: test cases next to the rules).
 
+pub mod admission;
 pub mod cards;
 pub mod cds_hooks;
 pub mod config;

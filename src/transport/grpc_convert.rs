@@ -88,7 +88,7 @@ pub fn hook_request(
         request,
         CallOptions {
             evaluation_time,
-            trace_id: None,
+            ..CallOptions::default()
         },
     ))
 }
