@@ -67,13 +67,12 @@ pub struct Config {
 pub struct ServerConfig {
     /// Open connections at most; further ones wait in the listen backlog.
     pub max_connections: usize,
-    /// A connection must deliver a request's headers within this time (also the idle time allowed
-    /// before the first byte).
+    /// A connection must deliver its first byte, and then each request's headers, within this time;
+    /// an HTTP/1 keep-alive connection idle for longer is closed. (HTTP/2 connections stay open while
+    /// the client answers keep-alive pings, sent every 30 s; `max_connections` bounds them.)
     pub header_read_timeout_ms: u64,
     /// A request body must arrive within this time.
     pub body_read_timeout_ms: u64,
-    /// An HTTP/1 keep-alive or HTTP/2 connection with no request in flight is closed after this.
-    pub idle_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per connection.
     pub http2_max_concurrent_streams: u32,
     /// Largest header block accepted (HTTP/1 and HTTP/2).
@@ -89,7 +88,6 @@ impl Default for ServerConfig {
             max_connections: 12_000,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
-            idle_timeout_ms: 75_000,
             http2_max_concurrent_streams: 128,
             max_header_bytes: 32 * 1024,
             shutdown_grace_ms: 20_000,
@@ -201,7 +199,6 @@ impl Config {
         if s.max_connections == 0
             || s.header_read_timeout_ms == 0
             || s.body_read_timeout_ms == 0
-            || s.idle_timeout_ms == 0
             || s.http2_max_concurrent_streams == 0
             || s.max_header_bytes < 1024
             || s.shutdown_grace_ms == 0
