@@ -30,7 +30,7 @@ use crate::terminology::{LocalTerminology, Terminology, TerminologyError};
 /// Why a call was refused or failed. Messages never contain patient data.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("unknown CDS service `{0}`")]
+    #[error("unknown CDS service `{}`", crate::cds_hooks::excerpt(.0))]
     UnknownService(String),
     #[error(transparent)]
     InvalidRequest(#[from] RequestError),

@@ -64,8 +64,18 @@ impl GrpcService {
         let message = request.into_inner();
         let service_id = message.service_id.clone();
         self.cardinal.call_target(&service_id).map_err(status_of)?;
-        let (hook_request, mut options) =
-            grpc_convert::hook_request(message).map_err(|e| status_of(e.into()))?;
+        /// Reading the JSON of a larger message (a patient's prefetch) goes to the blocking pool, as
+        /// HTTP bodies over the same size do, so it does not stall the async workers that serve
+        /// every other connection.
+        const INLINE_CONVERT_LIMIT: usize = 32 * 1024;
+        let converted = if prost::Message::encoded_len(&message) <= INLINE_CONVERT_LIMIT {
+            grpc_convert::hook_request(message)
+        } else {
+            tokio::task::spawn_blocking(move || grpc_convert::hook_request(message))
+                .await
+                .map_err(|_| Status::internal("request conversion failed"))?
+        };
+        let (hook_request, mut options) = converted.map_err(|e| status_of(e.into()))?;
         options.trace_id = trace_id;
         options.admission = admission;
         self.cardinal

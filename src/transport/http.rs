@@ -311,7 +311,11 @@ async fn method_not_allowed(method: Method) -> HttpError {
     HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         IssueType::NotSupported,
-        format!("method {method} is not allowed on this path"),
+        // Extension methods are the caller's text: quote a bounded prefix only.
+        format!(
+            "method {} is not allowed on this path",
+            crate::cds_hooks::excerpt(method.as_str())
+        ),
     )
 }
 
