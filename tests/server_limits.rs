@@ -105,6 +105,11 @@ async fn a_full_replica_refuses_at_once_with_503_and_retry_after_and_serves_agai
     assert_eq!(outcome["issue"][0]["code"], "throttled", "{outcome:#}");
     println!("refused in {} µs", refused_in.as_micros());
 
+    let ready = reqwest::get(server.url("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: Value = ready.json().await.expect("json");
+    assert_eq!(ready["status"], "overloaded");
+
     let mut grpc = CdsHooksClient::new(server.grpc_channel().await);
     let status = grpc
         .call_hook(proto::CallHookRequest {
@@ -117,11 +122,6 @@ async fn a_full_replica_refuses_at_once_with_503_and_retry_after_and_serves_agai
         .await
         .expect_err("a full replica refuses gRPC calls too");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-
-    let ready = reqwest::get(server.url("/readyz")).await.expect("readyz");
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let ready: Value = ready.json().await.expect("json");
-    assert_eq!(ready["status"], "overloaded");
 
     // Cheap routes are never refused.
     let discovery = reqwest::get(server.url("/cds-services"))

@@ -102,9 +102,10 @@ impl PatientContext {
             let (_, code) = split_code(wanted);
             if let Some(ids) = self.0.by_code.get(code) {
                 hits.extend(ids.iter().copied().filter(|&i| {
-                    self.0.record.get(i as usize).is_some_and(|r| {
-                        r.resource_type() == resource_type && r.has_code(wanted)
-                    })
+                    self.0
+                        .record
+                        .get(i as usize)
+                        .is_some_and(|r| r.resource_type() == resource_type && r.has_code(wanted))
                 }));
             }
         }
