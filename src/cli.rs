@@ -83,6 +83,8 @@ enum Command {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Load a server on this machine (HTTP or gRPC) and report goodput, latency and errors.
+    Bench(Box<cardinal::loadgen::BenchArgs>),
 }
 
 pub fn main() -> ExitCode {
@@ -130,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = rules.unwrap_or_else(|| config.rules_dir.clone());
             Ok(explain(&request, service, at, json, &dir, &config))
         }
+        Command::Bench(args) => Ok(cardinal::loadgen::main(&args)?),
     }
 }
 

@@ -11,7 +11,8 @@
 //! - cards are built and explained in [`cards`];
 //! - the wire model is [`cds_hooks`];
 //! - for rule authors: [`explain`] (every rule's verdict, facts and conditions) and [`rule_tests`]
-//!   (`cardinal test`: test cases next to the rules).
+//!   (`cardinal test`: test cases next to the rules);
+//! - for operators: [`loadgen`] (`cardinal bench`: load and idle connections, loopback only).
 
 pub mod admission;
 pub mod cards;
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod evaluator;
 pub mod explain;
 pub mod fhir;
+pub mod loadgen;
 pub mod patient;
 pub mod prefetch;
 pub mod registry;
