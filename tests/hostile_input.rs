@@ -9,6 +9,14 @@
 //! server's answer to a prefetch fetch; non-ASCII dates in every dated field Cardinal indexes, in
 //! `prefetch` and in `context.draftOrders`; 65 KB service ids, hooks, prefetch keys and methods; deep
 //! feedback.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 
