@@ -57,7 +57,8 @@ fn services() -> &'static Services {
     SERVICES.get_or_init(|| {
         let config = Config {
             rules_dir: rules_dir(),
-            ..Config::default()
+            // Requests are evaluated at a fixed time, so crashes reproduce.
+            ..Config::default().development()
         };
         let cardinal = Cardinal::load(config).expect("the shipped rules load");
         let mut by_hook: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -114,7 +115,7 @@ pub fn hook_request(data: &[u8]) {
     };
     let options = CallOptions {
         evaluation_time: Some(evaluation_time()),
-        trace_id: None,
+        ..CallOptions::default()
     };
     match services.cardinal.evaluate(service_id, request, options) {
         Ok(evaluation) => {
