@@ -1,5 +1,5 @@
 //! Configuration: built-in defaults, then a TOML file, then `CARDINAL_*` environment variables
-//! (nested keys with `__`, e.g. `CARDINAL_SANDBOX__RULE_TIMEOUT_MS=50`).
+//! (nested keys with `__`, e.g. `CARDINAL_SANDBOX__MAX_OPERATIONS=500000`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -207,9 +207,9 @@ impl Config {
                 "server limits must be positive (max_header_bytes at least 1024)".into(),
             ));
         }
-        if self.sandbox.rule_timeout_ms == 0
-            || self.sandbox.call_budget_ms == 0
-            || self.sandbox.max_operations == 0
+        if self.sandbox.max_operations == 0
+            || self.sandbox.call_max_operations == 0
+            || self.sandbox.backstop_ms == 0
         {
             return Err(ConfigError("sandbox limits must be positive".into()));
         }

@@ -20,7 +20,7 @@ use crate::cds_hooks::{
     Discovery, EXTENSION_EVALUATION_TIME, FeedbackRequest, HookRequest, HookResponse, RequestError,
 };
 use crate::config::Config;
-use crate::engine::{CompileError, RuleEngine, RuleInput, RuleOutcome, Verdict};
+use crate::engine::{CallBudget, CompileError, RuleEngine, RuleInput, RuleOutcome, Verdict};
 use crate::patient::PatientContext;
 use crate::prefetch::{self, Prefetcher};
 use crate::registry::{self, CdsService, LoadErrors, Registry};
@@ -409,7 +409,7 @@ impl Cardinal {
             service_id: service.id().to_owned(),
             now,
             default_source: service.default_source(),
-            call_deadline: started + self.engine.limits().call_budget(),
+            budget: Arc::new(CallBudget::new(self.engine.limits(), started)),
             data: service.data.clone(),
         };
         let outcomes: Vec<RuleOutcome> = service

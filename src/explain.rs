@@ -37,7 +37,7 @@ impl RuleVerdict {
 /// Why a rule could not finish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleErrorReport {
-    /// `runtime`, `timeout`, `operation-limit`, `size-limit`, `budget`, `terminology`.
+    /// `runtime`, `timeout`, `operations`, `size-limit`, `budget`, `terminology`.
     pub kind: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

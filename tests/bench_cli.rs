@@ -69,8 +69,7 @@ async fn server() -> TestServer {
     let config = Config {
         rules_dir: project_path("rules"),
         sandbox: SandboxLimits {
-            rule_timeout_ms: 30_000,
-            call_budget_ms: 60_000,
+            backstop_ms: 60_000,
             ..SandboxLimits::default()
         },
         ..Config::default().development()

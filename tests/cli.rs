@@ -89,10 +89,10 @@ fn rules_dir_comes_from_the_config_file_and_env_wins() {
 
 #[test]
 fn unknown_or_invalid_settings_are_refused() {
-    let out = cardinal(&["check"], &[("CARDINAL_SANDBOX__RULE_TIMEOUT_MSS", "5")]);
+    let out = cardinal(&["check"], &[("CARDINAL_SANDBOX__MAX_OPERATIONSS", "5")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("rule_timeout_mss"),
+        text(&out.stderr).contains("max_operationss"),
         "{}",
         text(&out.stderr)
     );

@@ -1191,13 +1191,9 @@ async fn sandbox_contains_misbehaving_rules() {
         .collect();
     assert_eq!(uuids.len(), 2, "card uuids must differ: {response:#}");
 
-    let loop_kind = diagnostic(&response, "b-infinite-loop")["kind"]
-        .as_str()
-        .expect("kind");
-    assert!(
-        matches!(loop_kind, "timeout" | "operation-limit"),
-        "{loop_kind}"
-    );
+    // Stopped by its operation limit, whatever the machine's load.
+    let looped = diagnostic(&response, "b-infinite-loop");
+    assert_eq!(looped["kind"], "operations", "{looped:#}");
     let runtime = diagnostic(&response, "c-runtime-error");
     assert_eq!(runtime["kind"], "runtime", "{runtime:#}");
     assert_eq!(runtime["line"], 3, "{runtime:#}");
@@ -1255,7 +1251,6 @@ async fn sandbox_operation_limit_stops_the_loop() {
         rules_dir: project_path(SANDBOX_RULES),
         sandbox: SandboxLimits {
             max_operations: 10_000,
-            rule_timeout_ms: 10_000,
             ..SandboxLimits::default()
         },
         ..Config::default().development()
@@ -1263,7 +1258,13 @@ async fn sandbox_operation_limit_stops_the_loop() {
     .await;
     let response = call_sandbox(&server).await;
     let looped = diagnostic(&response, "b-infinite-loop");
-    assert_eq!(looped["kind"], "operation-limit", "{looped:#}");
+    assert_eq!(looped["kind"], "operations", "{looped:#}");
+    assert!(
+        looped["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("10000 operations")),
+        "{looped:#}"
+    );
     card_with_summary(&response, "reader: 2 observations");
 }
 

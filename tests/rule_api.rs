@@ -256,9 +256,10 @@ fn the_call_budget_bounds_the_work_of_one_call() {
         rules_dir: dir.path().to_path_buf(),
         ..Config::default().development()
     };
-    config.sandbox.rule_timeout_ms = 50;
-    config.sandbox.call_budget_ms = 120;
-    config.sandbox.max_operations = u64::MAX;
+    // Two rules use their 1,000 operations (1,001 counted: the one that crossed the limit); the
+    // third gets the 498 left, and the last two get nothing.
+    config.sandbox.max_operations = 1_000;
+    config.sandbox.call_max_operations = 2_500;
     let cardinal = Cardinal::load(config).unwrap_or_else(|e| panic!("{e}"));
     let request =
         HookRequest::from_value(common::request_fixture("metformin-egfr-low")).expect("request");
@@ -272,21 +273,21 @@ fn the_call_budget_bounds_the_work_of_one_call() {
         .iter()
         .map(|d| d.kind.as_str())
         .collect();
-    assert_eq!(kinds.len(), 5, "{kinds:?}");
-    assert_eq!(kinds[0], "timeout", "{kinds:?}");
-    assert_eq!(kinds[4], "budget", "{kinds:?}");
-    // Once the budget is spent, no later rule runs.
-    let first_budget = kinds
-        .iter()
-        .position(|k| *k == "budget")
-        .unwrap_or(kinds.len());
-    assert!(
-        kinds[..first_budget].iter().all(|k| *k == "timeout"),
-        "{kinds:?}"
+    assert_eq!(
+        kinds,
+        ["operations", "operations", "budget", "budget", "budget"],
+        "{:#?}",
+        eval.response.extension.diagnostics
     );
+    let operations: Vec<u64> = eval.outcomes.iter().map(|o| o.operations).collect();
+    assert_eq!(operations, [1_001, 1_001, 499, 0, 0]);
+    let cut_short = &eval.response.extension.diagnostics[2];
     assert!(
-        kinds[first_budget..].iter().all(|k| *k == "budget"),
-        "{kinds:?}"
+        cut_short
+            .message
+            .contains("498 operations the call had left"),
+        "{}",
+        cut_short.message
     );
     let not_run = &eval.outcomes[4];
     assert!(not_run.duration.is_zero() && not_run.operations == 0);

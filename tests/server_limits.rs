@@ -36,9 +36,9 @@ fn greeting_request() -> Value {
 /// longer than the test needs to send its next calls.
 fn slow_sandbox() -> cardinal::engine::SandboxLimits {
     cardinal::engine::SandboxLimits {
-        rule_timeout_ms: 1000,
-        call_budget_ms: 1000,
         max_operations: 10_000_000_000,
+        call_max_operations: 10_000_000_000,
+        backstop_ms: 1000,
         ..Default::default()
     }
 }

@@ -1267,14 +1267,13 @@ async fn assert_hook_rule_and_card_series(how: Scrape) {
     assert!(has_series(&after, IN_FLIGHT, &[]), "{context}");
 }
 
-/// A rule that loops forever, stopped by the per-rule timeout, is counted as an error of kind
-/// `timeout`.
-async fn assert_timeout_series(how: Scrape) {
+/// A rule that loops forever, stopped by its operation limit, is counted as an error of kind
+/// `operations`.
+async fn assert_stopped_rule_series(how: Scrape) {
     let server = TestServer::start_with(Config {
         rules_dir: project_path("tests/fixtures/rules-sandbox"),
         sandbox: SandboxLimits {
-            rule_timeout_ms: 20,
-            max_operations: 1_000_000_000_000,
+            max_operations: 10_000,
             ..SandboxLimits::default()
         },
         ..Config::default().development()
@@ -1294,7 +1293,7 @@ async fn assert_timeout_series(how: Scrape) {
         .flatten()
         .find(|d| d["ruleId"] == "b-infinite-loop")
         .unwrap_or_else(|| panic!("no diagnostic for the loop: {body:#}"));
-    assert_eq!(looped["kind"], "timeout", "{looped:#}");
+    assert_eq!(looped["kind"], "operations", "{looped:#}");
 
     let text = scrape(&server, how).await;
     let context = format!("{how:?} scrape:\n{text}");
@@ -1303,13 +1302,13 @@ async fn assert_timeout_series(how: Scrape) {
         value(
             &text,
             RULE_ERRORS,
-            &[looping[0], looping[1], ("kind", "timeout")]
+            &[looping[0], looping[1], ("kind", "operations")]
         ),
         1.0,
         "{context}"
     );
     assert_eq!(
-        value(&text, RULE_ERRORS, &[("kind", "timeout")]),
+        value(&text, RULE_ERRORS, &[("kind", "operations")]),
         1.0,
         "{context}"
     );
@@ -1341,10 +1340,10 @@ async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> T {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_registry_counts_hooks_rules_cards_and_timeouts() {
+async fn prometheus_registry_counts_hooks_rules_cards_and_stopped_rules() {
     within(Duration::from_secs(30), async {
         assert_hook_rule_and_card_series(Scrape::InProcess).await;
-        assert_timeout_series(Scrape::InProcess).await;
+        assert_stopped_rule_series(Scrape::InProcess).await;
     })
     .await;
 }
@@ -1353,7 +1352,7 @@ async fn prometheus_registry_counts_hooks_rules_cards_and_timeouts() {
 async fn metrics_endpoint_serves_the_prometheus_series() {
     within(Duration::from_secs(30), async {
         assert_hook_rule_and_card_series(Scrape::Http).await;
-        assert_timeout_series(Scrape::Http).await;
+        assert_stopped_rule_series(Scrape::Http).await;
     })
     .await;
 }

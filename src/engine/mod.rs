@@ -3,6 +3,7 @@
 //! call or the other rules down.
 
 mod api;
+mod backstop;
 mod compile;
 mod outcome;
 mod run;
@@ -12,7 +13,7 @@ mod sandbox;
 pub use compile::{CompileError, CompiledRule, RuleSource};
 
 pub use outcome::{ConditionCheck, RuleError, RuleErrorKind, RuleOutcome, Verdict};
-pub use run::RuleInput;
+pub use run::{CallBudget, RuleInput};
 pub use sandbox::SandboxLimits;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -67,12 +68,10 @@ impl RuleEngine {
         compile::compile(&self.engine, source)
     }
 
-    /// Runs one rule. Never panics, never returns early for another rule's sake.
+    /// Runs one rule within what its call has left, and charges its operations to the call. Never
+    /// panics, never returns early for another rule's sake.
     pub fn run(&self, rule: &CompiledRule, input: &RuleInput) -> RuleOutcome {
-        if std::time::Instant::now() >= input.call_deadline {
-            return run::not_run(rule);
-        }
-        run::run(&self.engine, &self.limits, rule, input)
+        run::run_in_budget(&self.engine, &self.limits, rule, input)
     }
 }
 

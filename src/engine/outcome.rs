@@ -15,13 +15,15 @@ pub struct ConditionCheck {
 pub enum RuleErrorKind {
     /// The script raised an error (bad call, wrong type, `throw`, invalid card).
     Runtime,
-    /// The per-rule wall-clock deadline passed.
+    /// The call's wall-clock backstop passed (work no operation count covers), during the rule or
+    /// before its turn.
     Timeout,
-    /// Too many operations.
-    OperationLimit,
+    /// The rule used its own operation limit (`max_operations`).
+    Operations,
     /// A string, array or map grew past its limit, or calls nested too deep.
     SizeLimit,
-    /// Not run: the call's time budget was spent by earlier rules.
+    /// The call's operations (`call_max_operations`) were used by earlier rules: the rule was not
+    /// run, or was stopped when it used what they had left.
     Budget,
     /// A terminology look-up failed (unknown value set, server down or too slow).
     Terminology,
@@ -32,7 +34,7 @@ impl RuleErrorKind {
         match self {
             Self::Runtime => "runtime",
             Self::Timeout => "timeout",
-            Self::OperationLimit => "operation-limit",
+            Self::Operations => "operations",
             Self::SizeLimit => "size-limit",
             Self::Budget => "budget",
             Self::Terminology => "terminology",
@@ -79,7 +81,8 @@ pub struct RuleOutcome {
     /// Text the rule printed (for `cardinal explain`; never logged by default).
     pub prints: Vec<String>,
     pub duration: Duration,
-    /// Approximate Rhai operations used.
+    /// Operations used: Rhai's, plus those native helpers charged. The same for the same request,
+    /// whatever the load.
     pub operations: u64,
 }
 

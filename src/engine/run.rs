@@ -2,6 +2,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -10,12 +11,52 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope};
 use crate::cds_hooks::Source;
 use crate::patient::PatientContext;
 
-use super::DataTables;
 use super::api::{HookContext, Record};
 use super::compile::CompiledRule;
 use super::outcome::{RuleError, RuleErrorKind, RuleOutcome, Verdict};
-use super::run_state::{self, NOT_MET_TOKEN, RunState, TIMEOUT_TOKEN};
+use super::run_state::{self, Allowance, NOT_MET_TOKEN, RunState, Stop};
 use super::sandbox::SandboxLimits;
+use super::{DataTables, backstop};
+
+/// What all the rules of one call share: operations (`call_max_operations`) and the wall-clock
+/// backstop (`backstop_ms`). Rules run in order; each may use what the ones before it left.
+#[derive(Debug)]
+pub struct CallBudget {
+    remaining: AtomicU64,
+    deadline: Instant,
+    _watched: backstop::Watched,
+}
+
+impl CallBudget {
+    /// The budget of a call whose evaluation started at `started`.
+    pub fn new(limits: &SandboxLimits, started: Instant) -> Self {
+        let deadline = started + limits.backstop();
+        Self {
+            remaining: AtomicU64::new(limits.call_max_operations),
+            deadline,
+            _watched: backstop::watch(deadline),
+        }
+    }
+
+    /// Operations the rules still to run may use.
+    pub fn remaining(&self) -> u64 {
+        self.remaining.load(Ordering::Relaxed)
+    }
+
+    /// When the backstop passes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn spend(&self, operations: u64) {
+        // Only the evaluating thread spends; `fetch_update` keeps it exact if that ever changes.
+        let _ = self
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(operations))
+            });
+    }
+}
 
 /// What every rule of one call sees. Cloning is cheap (reference counts).
 #[derive(Clone)]
@@ -27,17 +68,48 @@ pub struct RuleInput {
     pub now: DateTime<Utc>,
     /// The card `source` used when a rule does not give one.
     pub default_source: Source,
-    /// When the call's rule budget runs out: no rule runs past it.
-    pub call_deadline: Instant,
+    /// The operations and backstop the rules of the call share.
+    pub budget: Arc<CallBudget>,
     /// The service's data tables, read by rules with `data("name")`.
     pub data: Arc<DataTables>,
 }
 
-pub(crate) fn run(
+/// Runs `rule` within what the call has left: the rule's own operation limit, or the call's
+/// remaining operations when fewer, and the call's backstop.
+pub(crate) fn run_in_budget(
     engine: &Engine,
     limits: &SandboxLimits,
     rule: &CompiledRule,
     input: &RuleInput,
+) -> RuleOutcome {
+    let budget = &input.budget;
+    let remaining = budget.remaining();
+    if remaining == 0 {
+        return not_run(rule, NotRun::Budget);
+    }
+    if Instant::now() >= budget.deadline() {
+        return not_run(rule, NotRun::Backstop);
+    }
+    let (limit, at_limit) = if limits.max_operations <= remaining {
+        (limits.max_operations, Stop::Operations)
+    } else {
+        (remaining, Stop::Budget)
+    };
+    let allowance = Allowance {
+        limit,
+        at_limit,
+        deadline: budget.deadline(),
+    };
+    let outcome = run(engine, rule, input, allowance);
+    budget.spend(outcome.operations);
+    outcome
+}
+
+fn run(
+    engine: &Engine,
+    rule: &CompiledRule,
+    input: &RuleInput,
+    allowance: Allowance,
 ) -> RuleOutcome {
     let started = Instant::now();
     // Each rule gets its own scope of constants: one rule cannot change what another sees.
@@ -48,37 +120,30 @@ pub(crate) fn run(
     scope.push_constant("service", input.service_id.clone());
     let state = RunState {
         now: input.now,
-        deadline: (started + limits.rule_timeout()).min(input.call_deadline),
         default_source: input.default_source.clone(),
         cards: Vec::new(),
         facts: Vec::new(),
         conditions: Vec::new(),
         prints: Vec::new(),
-        operations: 0,
         data: input.data.clone(),
         terminology_failed: false,
+        deadline: allowance.deadline,
     };
-    let (result, state) = run_state::with_state(state, || {
+    let (result, state, metered) = run_state::with_state(state, allowance, || {
         catch_unwind(AssertUnwindSafe(|| {
             engine.eval_ast_with_scope::<Dynamic>(&mut scope, &rule.ast)
         }))
     });
-    let verdict = match result {
-        Ok(Ok(_)) if state.cards.is_empty() => Verdict::NotFired,
-        Ok(Ok(_)) => Verdict::Fired,
-        Ok(Err(err)) => match classify(*err) {
-            Verdict::Error(mut e) if state.terminology_failed => {
-                e.kind = RuleErrorKind::Terminology;
-                Verdict::Error(e)
-            }
-            verdict => verdict,
-        },
-        Err(_) => Verdict::Error(RuleError {
-            kind: RuleErrorKind::Runtime,
-            message: "internal error while running the rule".into(),
-            line: None,
-            column: None,
-        }),
+    let verdict = match (result, metered.stop) {
+        // The meter decides, however the stop surfaced (a helper may have turned it into an error).
+        (result, Some(stop)) => {
+            let pos = match result {
+                Ok(Err(err)) => err.position(),
+                _ => Position::NONE,
+            };
+            stopped(stop, allowance.limit, pos)
+        }
+        (result, None) => classified(result, &state),
     };
     // A rule stopped by an error or an unmet `require` returns no cards, even ones emitted before.
     let cards = if verdict == Verdict::Fired {
@@ -95,18 +160,81 @@ pub(crate) fn run(
         conditions: state.conditions,
         prints: state.prints,
         duration: started.elapsed(),
-        operations: state.operations,
+        operations: metered.operations,
     }
 }
 
-/// The outcome of a rule that was not run because the call's budget was spent.
-pub(crate) fn not_run(rule: &CompiledRule) -> RuleOutcome {
+type Evaluated = std::thread::Result<Result<Dynamic, Box<EvalAltResult>>>;
+
+/// How a run the meter did not stop ended.
+fn classified(result: Evaluated, state: &RunState) -> Verdict {
+    match result {
+        Ok(Ok(_)) if state.cards.is_empty() => Verdict::NotFired,
+        Ok(Ok(_)) => Verdict::Fired,
+        Ok(Err(err)) => match classify(*err) {
+            Verdict::Error(mut e) if state.terminology_failed => {
+                e.kind = RuleErrorKind::Terminology;
+                Verdict::Error(e)
+            }
+            verdict => verdict,
+        },
+        Err(_) => Verdict::Error(RuleError {
+            kind: RuleErrorKind::Runtime,
+            message: "internal error while running the rule".into(),
+            line: None,
+            column: None,
+        }),
+    }
+}
+
+/// A run the meter stopped. The message names the limit so the rule's author knows which to fix.
+fn stopped(stop: Stop, limit: u64, pos: Position) -> Verdict {
+    let (kind, message) = match stop {
+        Stop::Operations => (
+            RuleErrorKind::Operations,
+            format!("rule stopped: it used its limit of {limit} operations"),
+        ),
+        Stop::Budget => (
+            RuleErrorKind::Budget,
+            format!(
+                "rule stopped: it used the {limit} operations the call had left after earlier rules"
+            ),
+        ),
+        Stop::Backstop => (
+            RuleErrorKind::Timeout,
+            "rule stopped: the call ran past its wall-clock backstop".into(),
+        ),
+    };
+    located(kind, message, pos)
+}
+
+/// Why a rule was not started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NotRun {
+    /// Earlier rules used all of the call's operations.
+    Budget,
+    /// The call's backstop passed before the rule's turn.
+    Backstop,
+}
+
+/// The outcome of a rule that was not run.
+pub(crate) fn not_run(rule: &CompiledRule, why: NotRun) -> RuleOutcome {
+    let (kind, message) = match why {
+        NotRun::Budget => (
+            RuleErrorKind::Budget,
+            "rule not run: earlier rules used all of the call's operations",
+        ),
+        NotRun::Backstop => (
+            RuleErrorKind::Timeout,
+            "rule not run: the call's wall-clock backstop had passed",
+        ),
+    };
     RuleOutcome {
         rule_id: rule.id.clone(),
         rule_version: rule.version.clone(),
         verdict: Verdict::Error(RuleError {
-            kind: RuleErrorKind::Budget,
-            message: "rule not run: the call's time budget was spent by earlier rules".into(),
+            kind,
+            message: message.into(),
             line: None,
             column: None,
         }),
@@ -131,21 +259,17 @@ fn located(kind: RuleErrorKind, message: String, pos: Position) -> Verdict {
 fn classify(err: EvalAltResult) -> Verdict {
     let pos = err.position();
     match err {
+        // The meter's own stops never reach here (see `run`): only `require`.
         EvalAltResult::ErrorTerminated(token, pos) => {
-            if token.clone().into_immutable_string().ok().as_deref() == Some(NOT_MET_TOKEN) {
+            if token.into_immutable_string().ok().as_deref() == Some(NOT_MET_TOKEN) {
                 Verdict::NotFired
-            } else if token.into_immutable_string().ok().as_deref() == Some(TIMEOUT_TOKEN) {
-                located(
-                    RuleErrorKind::Timeout,
-                    "rule stopped: it ran past its time limit".into(),
-                    pos,
-                )
             } else {
                 located(RuleErrorKind::Runtime, "rule stopped".into(), pos)
             }
         }
+        // Rhai's own limit is not set (the meter counts more), but a stop is a stop.
         EvalAltResult::ErrorTooManyOperations(pos) => located(
-            RuleErrorKind::OperationLimit,
+            RuleErrorKind::Operations,
             "rule stopped: it exceeded its operation limit".into(),
             pos,
         ),

@@ -1,13 +1,14 @@
 //! `data("name")`: the read-only JSON tables a service declares under `[data]` in `service.toml`
-//! (e.g. a drug conversion table the reader can audit), and look-ups over their rows in native code.
+//! (e.g. a drug conversion table the reader can audit), and look-ups over their rows in native code,
+//! charged one operation per row searched plus the size of what is returned.
 
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, NativeCallContext};
 use serde_json::Value;
 
-use super::super::run_state;
-use super::json::json_to_dynamic;
+use super::super::run_state::{self, charge};
+use super::json::{Converted, json_to_dynamic};
 
 /// A place inside a data table. Objects stay native until a field is read.
 #[derive(Clone)]
@@ -21,17 +22,19 @@ impl DataHandle {
         self.root.pointer(&self.pointer).unwrap_or(&Value::Null)
     }
 
-    fn child(&self, key: &str) -> Dynamic {
+    fn child(&self, key: &str) -> Converted {
         let escaped = key.replace('~', "~0").replace('/', "~1");
         let pointer = format!("{}/{escaped}", self.pointer);
-        match self.root.pointer(&pointer) {
+        // Following the pointer costs one step per level.
+        charge(pointer.matches('/').count())?;
+        Ok(match self.root.pointer(&pointer) {
             Some(Value::Object(_)) => Dynamic::from(DataHandle {
                 root: self.root.clone(),
                 pointer,
             }),
-            Some(other) => json_to_dynamic(other),
+            Some(other) => json_to_dynamic(other)?,
             None => Dynamic::UNIT,
-        }
+        })
     }
 }
 
@@ -53,13 +56,19 @@ fn table(ctx: &NativeCallContext, name: &str) -> Result<DataHandle, Box<EvalAltR
 }
 
 /// Rows of the array `list` whose `field` equals `wanted` (as a string).
-fn rows_where(handle: &DataHandle, list: &str, field: &str, wanted: &str) -> Array {
-    handle
+fn rows_where(
+    handle: &DataHandle,
+    list: &str,
+    field: &str,
+    wanted: &str,
+) -> Result<Array, Box<EvalAltResult>> {
+    let rows = handle
         .value()
         .get(list)
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+        .map_or(&[][..], Vec::as_slice);
+    charge(rows.len())?;
+    rows.iter()
         .filter(|row| match row.get(field) {
             Some(Value::String(s)) => s == wanted,
             Some(Value::Number(n)) => n.to_string() == wanted,

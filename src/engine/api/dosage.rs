@@ -1,10 +1,15 @@
 //! Quantities, durations and dosage arithmetic for rules: UCUM durations to days, masses to mg,
 //! doses per day from `timing.repeat`, the ordered dose of a `dosageInstruction`, and "days covered"
 //! by a set of supply intervals.
+//!
+//! Each helper charges the size of what it is given (`units_of`): Rhai copied it to pass it, and the
+//! helper reads it; `days_covered` also charges its sort.
 
 use chrono::NaiveDate;
-use rhai::{Array, Dynamic, Engine, Map};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 
+use super::super::run_state::charge;
+use super::json::units_of;
 use super::time::date_value;
 
 const UCUM: &str = "http://unitsofmeasure.org";
@@ -210,15 +215,34 @@ fn round_to(value: f64, places: i64) -> f64 {
     (value * factor).round() / factor
 }
 
+/// Charges the size of a helper's argument, then runs the helper.
+fn charged(value: &Dynamic, f: fn(&Dynamic) -> Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
+    charge(units_of(value))?;
+    Ok(f(value))
+}
+
 pub(super) fn register(engine: &mut Engine) {
-    engine.register_fn("to_days", |q: Dynamic| to_days(&q));
+    engine.register_fn("to_days", |q: Dynamic| charged(&q, to_days));
     engine.register_fn("to_mg", |value: f64, unit: &str| to_mg(value, unit));
     engine.register_fn("to_mg", |value: i64, unit: &str| to_mg(value as f64, unit));
-    engine.register_fn("doses_per_day", |dosage: Dynamic| doses_per_day(&dosage));
-    engine.register_fn("dose_of", |dosage: Dynamic| dose_of(&dosage));
+    engine.register_fn("doses_per_day", |dosage: Dynamic| {
+        charged(&dosage, doses_per_day)
+    });
+    engine.register_fn("dose_of", |dosage: Dynamic| charged(&dosage, dose_of));
     engine.register_fn(
         "days_covered",
-        |intervals: Array, start: Dynamic, end: Dynamic| days_covered(&intervals, &start, &end),
+        |intervals: Array, start: Dynamic, end: Dynamic| {
+            // Reading every interval, then sorting them.
+            let n = intervals.len();
+            charge(
+                intervals
+                    .iter()
+                    .map(units_of)
+                    .sum::<usize>()
+                    .saturating_add(n.saturating_mul(n.max(2).ilog2() as usize)),
+            )?;
+            Ok::<_, Box<EvalAltResult>>(days_covered(&intervals, &start, &end))
+        },
     );
     engine.register_fn("round_to", round_to);
     engine.register_fn("round_to", |value: i64, places: i64| {
@@ -231,7 +255,7 @@ mod tests {
     use super::*;
 
     fn json(v: serde_json::Value) -> Dynamic {
-        super::super::json::json_to_dynamic(&v)
+        super::super::json::json_to_dynamic(&v).unwrap_or_default()
     }
 
     #[test]

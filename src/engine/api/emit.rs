@@ -1,4 +1,5 @@
-//! What a rule says: `card(...)`, `because(...)`, `require(...)`.
+//! What a rule says: `card(...)`, `because(...)`, `require(...)`. A card is charged by the size of
+//! its spec, a fact by the size of its value.
 
 use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext};
 
@@ -6,8 +7,8 @@ use crate::cards;
 use crate::cds_hooks::Fact;
 
 use super::super::outcome::ConditionCheck;
-use super::super::run_state::{self, NOT_MET_TOKEN};
-use super::json::dynamic_to_json;
+use super::super::run_state::{self, NOT_MET_TOKEN, charge};
+use super::json::{dynamic_to_json, units_of};
 use super::resource::{ResourceHandle, code_text};
 
 fn runtime_error(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {
@@ -32,7 +33,8 @@ fn fact_of(name: &str, value: &Dynamic, note: Option<&str>) -> Fact {
         note: non_blank(note),
         ..Fact::default()
     };
-    if let Some(ResourceHandle(r)) = value.clone().try_cast::<ResourceHandle>() {
+    if let Some(handle) = value.read_lock::<ResourceHandle>() {
+        let r = &handle.0;
         let quantity = r.get("valueQuantity");
         fact.value = quantity
             .and_then(|q| q.get("value"))
@@ -43,7 +45,7 @@ fn fact_of(name: &str, value: &Dynamic, note: Option<&str>) -> Fact {
                     .and_then(|v| v.as_str())
                     .map(str::to_owned)
             })
-            .or_else(|| code_text(&r));
+            .or_else(|| code_text(r));
         fact.unit = quantity
             .and_then(|q| q.get("unit").or_else(|| q.get("code")))
             .and_then(|u| u.as_str())
@@ -62,7 +64,19 @@ fn non_blank(text: Option<&str>) -> Option<String> {
     text.filter(|t| !t.trim().is_empty()).map(str::to_owned)
 }
 
-fn record_fact(ctx: &NativeCallContext, fact: Fact) -> Result<(), Box<EvalAltResult>> {
+fn record_fact(
+    ctx: &NativeCallContext,
+    name: &str,
+    value: &Dynamic,
+    note: Option<&str>,
+) -> Result<(), Box<EvalAltResult>> {
+    // Rendering the value (and a resource's code text) reads all of it.
+    let units = match value.read_lock::<ResourceHandle>() {
+        Some(handle) => handle.0.codings().count(),
+        None => units_of(value),
+    };
+    charge(units)?;
+    let fact = fact_of(name, value, note);
     if fact.name.trim().is_empty() {
         return Err(runtime_error(ctx, "`because` needs a fact name".into()));
     }
@@ -99,25 +113,19 @@ fn require(name: &str, condition: Dynamic) -> Result<Dynamic, Box<EvalAltResult>
 }
 
 fn is_empty_array(d: &Dynamic) -> bool {
-    d.is_array()
-        && d.clone()
-            .into_array()
-            .map(|a| a.is_empty())
-            .unwrap_or(false)
+    d.as_array_ref().is_ok_and(|a| a.is_empty())
 }
 
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("card", emit_card);
     engine.register_fn(
         "because",
-        |ctx: NativeCallContext, name: &str, value: Dynamic| {
-            record_fact(&ctx, fact_of(name, &value, None))
-        },
+        |ctx: NativeCallContext, name: &str, value: Dynamic| record_fact(&ctx, name, &value, None),
     );
     engine.register_fn(
         "because",
         |ctx: NativeCallContext, name: &str, value: Dynamic, note: &str| {
-            record_fact(&ctx, fact_of(name, &value, Some(note)))
+            record_fact(&ctx, name, &value, Some(note))
         },
     );
     engine.register_fn("require", require);

@@ -2,7 +2,12 @@
 //! only way a rule affects the outside is by emitting cards, facts and conditions for its own run.
 //!
 //! Documented for rule authors in `docs/rules.md`.
+//!
+//! Every helper whose work grows with its input charges it to the rule's operation budget
+//! (`run_state::charge`, one operation per item visited) before doing it: a native call is one Rhai
+//! operation, so without the charge a loop over a large list would run unmetered.
 
+mod builtins;
 mod data;
 mod dosage;
 mod emit;
@@ -16,11 +21,14 @@ pub(crate) use record::{HookContext, Record};
 
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, Engine};
+use rhai::{Dynamic, Engine, EvalAltResult};
 
 use crate::terminology::Terminology;
 
+use super::run_state::charge;
+
 pub(crate) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
+    builtins::register(engine);
     terminology::register(engine, terminology);
     data::register(engine);
     dosage::register(engine);
@@ -30,16 +38,18 @@ pub(crate) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
     time::register(engine);
 }
 
-/// Codes given as one string or an array of strings (`code` or `system|code`).
-pub(crate) fn codes_of(codes: &Dynamic) -> Vec<String> {
-    if let Some(s) = codes.clone().try_cast::<rhai::ImmutableString>() {
-        return vec![s.to_string()];
+/// Codes given as one string or an array of strings (`code` or `system|code`), charged one
+/// operation per code.
+pub(crate) fn codes_of(codes: &Dynamic) -> Result<Vec<String>, Box<EvalAltResult>> {
+    if let Ok(s) = codes.as_immutable_string_ref() {
+        return Ok(vec![s.to_string()]);
     }
-    if let Some(items) = codes.clone().try_cast::<Array>() {
-        return items
-            .into_iter()
-            .filter_map(|d| d.try_cast::<rhai::ImmutableString>().map(|s| s.to_string()))
-            .collect();
+    if let Ok(items) = codes.as_array_ref() {
+        charge(items.len())?;
+        return Ok(items
+            .iter()
+            .filter_map(|d| d.as_immutable_string_ref().ok().map(|s| s.to_string()))
+            .collect());
     }
-    Vec::new()
+    Ok(Vec::new())
 }

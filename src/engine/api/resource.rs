@@ -1,11 +1,12 @@
 //! A FHIR resource as seen by rules: any field by name (`obs.valueQuantity.value`), plus helpers.
 
-use rhai::{Dynamic, Engine};
+use rhai::{Dynamic, Engine, EvalAltResult};
 use serde_json::Value;
 
 use crate::fhir::{Resource, parse_fhir_date};
 
-use super::json::json_to_dynamic;
+use super::super::run_state::charge;
+use super::json::{Converted, json_or_unit};
 use super::{codes_of, time};
 
 /// Read-only handle on a resource; fields are converted to Rhai values only when read.
@@ -24,13 +25,13 @@ pub(crate) fn is_active(r: &Resource) -> bool {
 }
 
 /// Observation value as a number (valueQuantity.value, valueInteger): an integer when written as one.
-fn numeric_value(r: &Resource) -> Dynamic {
-    r.get("valueQuantity")
-        .and_then(|q| q.get("value"))
-        .or_else(|| r.get("valueInteger"))
-        .filter(|v| v.is_number())
-        .map(json_to_dynamic)
-        .unwrap_or(Dynamic::UNIT)
+fn numeric_value(r: &Resource) -> Converted {
+    json_or_unit(
+        r.get("valueQuantity")
+            .and_then(|q| q.get("value"))
+            .or_else(|| r.get("valueInteger"))
+            .filter(|v| v.is_number()),
+    )
 }
 
 fn unit(r: &Resource) -> Option<&str> {
@@ -66,10 +67,8 @@ fn opt<T: Into<Dynamic>>(v: Option<T>) -> Dynamic {
 
 pub(super) fn register(engine: &mut Engine) {
     engine.register_type_with_name::<ResourceHandle>("Resource");
-    // Property access (`obs.status`) falls back to this indexer for any field.
-    engine.register_indexer_get(|r: &mut ResourceHandle, field: &str| {
-        r.0.get(field).map(json_to_dynamic).unwrap_or(Dynamic::UNIT)
-    });
+    // Property access (`obs.status`) falls back to this indexer for any field (charged by size).
+    engine.register_indexer_get(|r: &mut ResourceHandle, field: &str| json_or_unit(r.0.get(field)));
     engine.register_get("resource_type", |r: &mut ResourceHandle| {
         r.0.resource_type().to_owned()
     });
@@ -81,7 +80,10 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_get("unit", |r: &mut ResourceHandle| {
         opt(unit(&r.0).map(str::to_owned))
     });
-    engine.register_get("code_text", |r: &mut ResourceHandle| opt(code_text(&r.0)));
+    engine.register_get("code_text", |r: &mut ResourceHandle| {
+        charge(r.0.codings().count())?;
+        Ok::<_, Box<EvalAltResult>>(opt(code_text(&r.0)))
+    });
     engine.register_get("is_active", |r: &mut ResourceHandle| is_active(&r.0));
     engine.register_get("days_ago", |r: &mut ResourceHandle| {
         opt(r
@@ -91,7 +93,9 @@ pub(super) fn register(engine: &mut Engine) {
             .map(|d| time::days_between(d, time::today())))
     });
     engine.register_fn("has_code", |r: &mut ResourceHandle, codes: Dynamic| {
-        codes_of(&codes).iter().any(|c| r.0.has_code(c))
+        let codes = codes_of(&codes)?;
+        charge(codes.len().saturating_mul(r.0.codings().count()))?;
+        Ok::<_, Box<EvalAltResult>>(codes.iter().any(|c| r.0.has_code(c)))
     });
     engine.register_fn("to_string", |r: &mut ResourceHandle| {
         r.0.reference()

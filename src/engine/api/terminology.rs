@@ -1,17 +1,18 @@
 //! Terminology for rules: `in_valueset(x, url)`, `lookup_display(system, code)`,
 //! `subsumes(system, ancestor, code)`. A positive value-set match is recorded in the rule's
 //! explanation (which value set, which code). A failed look-up stops the rule with a terminology
-//! error; it never hangs the call (remote sources obey the rule's deadline).
+//! error; it never hangs the call (remote sources obey the call's backstop). Checks charge one
+//! operation per resource and per coding examined.
 
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, NativeCallContext};
 
 use crate::cds_hooks::Fact;
 use crate::fhir::{Resource, split_code};
 use crate::terminology::{Terminology, TerminologyError};
 
-use super::super::run_state;
+use super::super::run_state::{self, charge};
 use super::record::{Record, medication_concept};
 use super::resource::ResourceHandle;
 
@@ -24,31 +25,40 @@ fn failure(ctx: &NativeCallContext, err: TerminologyError) -> Box<EvalAltResult>
 }
 
 /// The (system, code) pairs of whatever a rule passes: a resource (its main code), a
-/// CodeableConcept or Coding map, an array of those, or a `system|code` string.
-fn codings_of(value: &Dynamic, out: &mut Vec<(String, String)>, first: &mut Option<Resource>) {
-    if let Some(ResourceHandle(r)) = value.clone().try_cast::<ResourceHandle>() {
+/// CodeableConcept or Coding map, an array of those, or a `system|code` string. Read in place (no
+/// copy of the rule's lists), charged one operation per value and coding visited.
+fn codings_of(
+    value: &Dynamic,
+    out: &mut Vec<(String, String)>,
+    first: &mut Option<Resource>,
+) -> Result<(), Box<EvalAltResult>> {
+    charge(1)?;
+    if let Some(handle) = value.read_lock::<ResourceHandle>() {
+        let r = &handle.0;
+        charge(r.codings().count())?;
         out.extend(r.codings().map(|(s, c)| (s.to_owned(), c.to_owned())));
         if first.is_none() {
-            *first = Some(r);
+            *first = Some(r.clone());
         }
-    } else if let Some(map) = value.clone().try_cast::<Map>() {
+    } else if let Ok(map) = value.as_map_ref() {
+        let text = |key: &str| {
+            map.get(key)
+                .and_then(|v| v.as_immutable_string_ref().ok().map(|s| s.to_string()))
+        };
         if let Some(codings) = map.get("coding") {
-            codings_of(codings, out, first);
-        } else if let Some(code) = map.get("code").and_then(|c| c.clone().into_string().ok()) {
-            let system = map
-                .get("system")
-                .and_then(|s| s.clone().into_string().ok())
-                .unwrap_or_default();
-            out.push((system, code));
+            codings_of(codings, out, first)?;
+        } else if let Some(code) = text("code") {
+            out.push((text("system").unwrap_or_default(), code));
         }
-    } else if let Some(items) = value.clone().try_cast::<Array>() {
-        for item in &items {
-            codings_of(item, out, first);
+    } else if let Ok(items) = value.as_array_ref() {
+        for item in items.iter() {
+            codings_of(item, out, first)?;
         }
-    } else if let Some(text) = value.clone().try_cast::<rhai::ImmutableString>() {
+    } else if let Ok(text) = value.as_immutable_string_ref() {
         let (system, code) = split_code(&text);
         out.push((system.unwrap_or_default().to_owned(), code.to_owned()));
     }
+    Ok(())
 }
 
 /// Last path segment of a canonical URL: a readable name for the explanation.
@@ -132,6 +142,7 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
               -> Result<Array, Box<EvalAltResult>> {
             let mut found = Array::new();
             for resource in patient.0.of_type(ty) {
+                charge(1 + resource.codings().count())?;
                 if check_membership(&ctx, &t, url, resource.codings(), Some(resource))? {
                     found.push(Dynamic::from(ResourceHandle(resource.clone())));
                 }
@@ -151,10 +162,14 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
               -> Result<bool, Box<EvalAltResult>> {
             // The order's own code when it has one; else the Medication it references.
             if item.0.codings().next().is_some() {
+                charge(item.0.codings().count())?;
                 return check_membership(&ctx, &t, url, item.0.codings(), Some(&item.0));
             }
-            let concept = medication_concept(patient, &item.0).unwrap_or_default();
-            let codings = crate::fhir::concept_codings(&concept);
+            let Some(concept) = medication_concept(patient, &item.0)? else {
+                return Ok(false);
+            };
+            charge(crate::fhir::concept_codings(concept).count())?;
+            let codings = crate::fhir::concept_codings(concept);
             check_membership(&ctx, &t, url, codings, Some(&item.0))
         },
     );
@@ -168,6 +183,12 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
               url: &str|
               -> Result<bool, Box<EvalAltResult>> {
             let concepts = field_concepts(&resource.0, field);
+            charge(
+                concepts
+                    .iter()
+                    .map(|c| 1 + crate::fhir::concept_codings(c).count())
+                    .sum(),
+            )?;
             let codings = concepts.into_iter().flat_map(crate::fhir::concept_codings);
             check_membership(&ctx, &t, url, codings, Some(&resource.0))
         },
@@ -180,12 +201,14 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
               url: &str|
               -> Result<bool, Box<EvalAltResult>> {
             // A resource's indexed codes are read in place; anything else is collected first.
-            if let Some(ResourceHandle(r)) = value.clone().try_cast::<ResourceHandle>() {
-                return check_membership(&ctx, &t, url, r.codings(), Some(&r));
+            if let Some(handle) = value.read_lock::<ResourceHandle>() {
+                let r = &handle.0;
+                charge(r.codings().count())?;
+                return check_membership(&ctx, &t, url, r.codings(), Some(r));
             }
             let mut codings = Vec::new();
             let mut resource = None;
-            codings_of(&value, &mut codings, &mut resource);
+            codings_of(&value, &mut codings, &mut resource)?;
             let pairs = codings.iter().map(|(s, c)| (s.as_str(), c.as_str()));
             check_membership(&ctx, &t, url, pairs, resource.as_ref())
         },
