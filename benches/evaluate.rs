@@ -102,7 +102,7 @@ fn setup() -> Fixture {
     assert!(evaluation_time.is_some(), "bad EVALUATION_TIME");
     let options = CallOptions {
         evaluation_time,
-        trace_id: None,
+        ..CallOptions::default()
     };
     let shipped_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
     let rules_dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));

@@ -247,31 +247,79 @@ pub fn finish(mut card: Card, explanation: Explanation) -> Card {
     card
 }
 
+/// How much one response may carry. An EHR renders every card it gets: a rule that emits hundreds,
+/// or megabytes, would bury the others and stall the clinician's screen.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseLimits {
+    pub max_cards: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for ResponseLimits {
+    fn default() -> Self {
+        Self {
+            max_cards: 50,
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
 /// The response to a call: the cards of every rule that fired, in rule order, each explained; and a
-/// diagnostic for every rule that failed.
+/// diagnostic for every rule that failed. A rule whose cards would take the response past `limits`
+/// contributes none of them and is reported instead (kind `response-limit`); the rules before and
+/// after it are answered as usual.
 pub fn response(
     service_id: &str,
     outcomes: &[RuleOutcome],
     evaluated_at: DateTime<Utc>,
     trace_id: Option<String>,
+    limits: ResponseLimits,
 ) -> HookResponse {
     let evaluated_at = evaluated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut cards = Vec::new();
+    let mut bytes = 0usize;
     let mut diagnostics = Vec::new();
     for outcome in outcomes {
         match &outcome.verdict {
             Verdict::Fired => {
-                for card in &outcome.cards {
-                    let explanation = Explanation {
-                        service_id: service_id.to_owned(),
+                let finished: Vec<Card> = outcome
+                    .cards
+                    .iter()
+                    .map(|card| {
+                        let explanation = Explanation {
+                            service_id: service_id.to_owned(),
+                            rule_id: outcome.rule_id.clone(),
+                            rule_version: outcome.rule_version.clone(),
+                            facts: outcome.facts.clone(),
+                            evaluated_at: evaluated_at.clone(),
+                            trace_id: trace_id.clone(),
+                        };
+                        finish(card.clone(), explanation)
+                    })
+                    .collect();
+                let size: usize = finished
+                    .iter()
+                    .map(|c| serde_json::to_vec(c).map_or(usize::MAX, |v| v.len()))
+                    .fold(0, usize::saturating_add);
+                if cards.len() + finished.len() > limits.max_cards
+                    || bytes.saturating_add(size) > limits.max_bytes
+                {
+                    diagnostics.push(Diagnostic {
                         rule_id: outcome.rule_id.clone(),
-                        rule_version: outcome.rule_version.clone(),
-                        facts: outcome.facts.clone(),
-                        evaluated_at: evaluated_at.clone(),
-                        trace_id: trace_id.clone(),
-                    };
-                    cards.push(finish(card.clone(), explanation));
+                        kind: "response-limit".into(),
+                        message: format!(
+                            "the rule's {} card(s) were left out: the response may carry at most {} cards and {} bytes of cards",
+                            finished.len(),
+                            limits.max_cards,
+                            limits.max_bytes
+                        ),
+                        line: None,
+                        column: None,
+                    });
+                    continue;
                 }
+                bytes = bytes.saturating_add(size);
+                cards.extend(finished);
             }
             Verdict::NotFired => {}
             Verdict::Error(err) => diagnostics.push(Diagnostic {

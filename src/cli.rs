@@ -42,6 +42,10 @@ enum Command {
         /// Rules directory (overrides the configuration).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Development profile: callers may pin the evaluation time and the explain endpoint
+        /// answers. Never for a deployment that sees patient data.
+        #[arg(long)]
+        dev: bool,
     },
     /// Validate every manifest and compile every rule; report each error as file:line:column.
     Check {
@@ -97,14 +101,17 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve { listen, rules } => {
+        Command::Serve { listen, rules, dev } => {
+            if dev {
+                config = config.development();
+            }
             if let Some(listen) = listen {
                 config.listen = listen;
             }
             if let Some(rules) = rules {
                 config.rules_dir = rules;
             }
-            serve(config)
+            serve(config, dev)
         }
         Command::Check { dir } => Ok(check(
             dir.unwrap_or_else(|| config.rules_dir.clone()),
@@ -267,7 +274,7 @@ fn explain(
     };
     let options = CallOptions {
         evaluation_time,
-        trace_id: None,
+        ..CallOptions::default()
     };
     let evaluation = match cardinal.evaluate(&service, request, options) {
         Ok(e) => e,
@@ -318,14 +325,21 @@ fn check(dir: PathBuf, config: &Config) -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<ExitCode> {
+fn serve(config: Config, dev: bool) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         // The OTLP exporters need the runtime; they connect lazily, so a missing collector is not fatal.
         let _telemetry = telemetry::init(config.log_format, &config.log_filter);
+        telemetry::install_panic_hook();
+        if dev {
+            tracing::warn!(
+                "DEVELOPMENT PROFILE (--dev): callers may pin the evaluation time and the explain \
+                 endpoint is on; never use it where patient data is served"
+            );
+        }
         let listen = config.listen;
         let rules_dir = config.rules_dir.clone();
         let cardinal = match Cardinal::load(config) {
@@ -349,10 +363,15 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
         let addr = server.local_addr()?;
         tracing::info!(%addr, services, rules, "cardinal listening (HTTP/JSON and gRPC)");
         server.serve(shutdown_signal()).await?;
+        // Flushes pending metrics; traces are flushed when `_telemetry` is dropped.
         cardinal.metrics().shutdown();
         tracing::info!("cardinal stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Calls cut at the end of the grace period may leave rule runs on the blocking pool; they are
+    // bounded by the sandbox, but the process does not wait for them past this.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 async fn shutdown_signal() {

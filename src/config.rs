@@ -30,10 +30,21 @@ pub struct Config {
     pub rules_dir: PathBuf,
     /// Largest accepted request body; larger ones get 413.
     pub max_body_bytes: usize,
-    /// Whether callers may pin the evaluation time (header, gRPC field, request extension).
+    /// Whether callers may pin the evaluation time (header, gRPC field, request extension). Off in
+    /// production: a caller could move "now" and suppress a card.
     pub allow_evaluation_time_override: bool,
-    /// Hook calls evaluated at once; further calls wait their turn.
+    /// Hook calls evaluated at once (default: the number of CPUs; evaluation is CPU work).
     pub max_concurrent_evaluations: usize,
+    /// Calls admitted beyond those evaluating (prefetching or waiting for a slot). A call arriving
+    /// when all are taken is refused at once with 503 / `UNAVAILABLE`.
+    pub max_queued_calls: usize,
+    /// An admitted call must start evaluating within this many milliseconds of its arrival
+    /// (prefetch included), or it is refused with 503 / `UNAVAILABLE` instead of answered late.
+    pub queue_timeout_ms: u64,
+    /// Cards one response may carry; a rule whose cards would go beyond is reported instead.
+    pub max_cards_per_response: usize,
+    /// Bytes of cards one response may carry; a rule whose cards would go beyond is reported instead.
+    pub max_response_bytes: usize,
     /// Whether `POST /cds-services/{id}/explain` answers (every rule's verdict, facts and
     /// conditions, for rule authors). Off in production: the report can quote patient data.
     pub explain_endpoint: bool,
@@ -45,6 +56,43 @@ pub struct Config {
     pub terminology: TerminologyConfig,
     /// Fetching the prefetch keys an EHR did not send.
     pub prefetch: PrefetchConfig,
+    /// Connections: limits, timeouts, graceful shutdown.
+    pub server: ServerConfig,
+}
+
+/// Connection handling. The defaults close connections that hold resources without sending a
+/// request, and finish a shutdown before Kubernetes' 30 s grace period ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Open connections at most; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection must deliver its first byte, and then each request's headers, within this time;
+    /// an HTTP/1 keep-alive connection idle for longer is closed. (HTTP/2 connections stay open while
+    /// the client answers keep-alive pings, sent every 30 s; `max_connections` bounds them.)
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive within this time.
+    pub body_read_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Largest header block accepted (HTTP/1 and HTTP/2).
+    pub max_header_bytes: usize,
+    /// On SIGTERM: stop accepting, fail readiness, finish in-flight calls for at most this long, then
+    /// exit (in-flight calls past it are cut).
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 12_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            http2_max_concurrent_streams: 128,
+            max_header_bytes: 32 * 1024,
+            shutdown_grace_ms: 20_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -53,14 +101,21 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             rules_dir: PathBuf::from("rules"),
             max_body_bytes: 5 * 1024 * 1024,
-            allow_evaluation_time_override: true,
-            max_concurrent_evaluations: 64,
+            allow_evaluation_time_override: false,
+            max_concurrent_evaluations: std::thread::available_parallelism()
+                .map(std::num::NonZeroUsize::get)
+                .unwrap_or(2),
+            max_queued_calls: 64,
+            queue_timeout_ms: 500,
+            max_cards_per_response: 50,
+            max_response_bytes: 1024 * 1024,
             explain_endpoint: false,
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             sandbox: SandboxLimits::default(),
             terminology: TerminologyConfig::default(),
             prefetch: PrefetchConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -105,6 +160,23 @@ impl Config {
         Ok(config)
     }
 
+    /// The development profile (`cardinal serve --dev`): callers may pin the evaluation time and the
+    /// explain endpoint answers. Never for a deployment that sees patient data.
+    pub fn development(mut self) -> Self {
+        self.allow_evaluation_time_override = true;
+        self.explain_endpoint = true;
+        self
+    }
+
+    /// The admission settings.
+    pub fn admission(&self) -> crate::admission::AdmissionLimits {
+        crate::admission::AdmissionLimits {
+            max_concurrent_evaluations: self.max_concurrent_evaluations,
+            max_queued_calls: self.max_queued_calls,
+            queue_timeout: std::time::Duration::from_millis(self.queue_timeout_ms),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes == 0 {
             return Err(ConfigError("max_body_bytes must be positive".into()));
@@ -112,6 +184,27 @@ impl Config {
         if self.max_concurrent_evaluations == 0 {
             return Err(ConfigError(
                 "max_concurrent_evaluations must be positive".into(),
+            ));
+        }
+        if self.queue_timeout_ms == 0
+            || self.max_cards_per_response == 0
+            || self.max_response_bytes == 0
+        {
+            return Err(ConfigError(
+                "queue_timeout_ms, max_cards_per_response and max_response_bytes must be positive"
+                    .into(),
+            ));
+        }
+        let s = &self.server;
+        if s.max_connections == 0
+            || s.header_read_timeout_ms == 0
+            || s.body_read_timeout_ms == 0
+            || s.http2_max_concurrent_streams == 0
+            || s.max_header_bytes < 1024
+            || s.shutdown_grace_ms == 0
+        {
+            return Err(ConfigError(
+                "server limits must be positive (max_header_bytes at least 1024)".into(),
             ));
         }
         if self.sandbox.rule_timeout_ms == 0

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
+
+use crate::admission::{Admission, Overloaded, Ticket};
 
 use crate::cards;
 use crate::cds_hooks::context as hook_context;
@@ -29,12 +30,14 @@ use crate::terminology::{LocalTerminology, Terminology, TerminologyError};
 /// Why a call was refused or failed. Messages never contain patient data.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("unknown CDS service `{0}`")]
+    #[error("unknown CDS service `{}`", crate::cds_hooks::excerpt(.0))]
     UnknownService(String),
     #[error(transparent)]
     InvalidRequest(#[from] RequestError),
     #[error("required FHIR data could not be obtained: {0}")]
     PrefetchUnavailable(String),
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -47,6 +50,7 @@ impl CallError {
             Self::UnknownService(_) => 404,
             Self::InvalidRequest(_) => 400,
             Self::PrefetchUnavailable(_) => 412,
+            Self::Overloaded(_) => 503,
             Self::Internal(_) => 500,
         }
     }
@@ -58,6 +62,9 @@ pub struct CallOptions {
     /// Pins "now" for the rules (e.g. from the `X-Cardinal-Evaluation-Time` header).
     pub evaluation_time: Option<DateTime<Utc>>,
     pub trace_id: Option<String>,
+    /// The call's admission, taken by the transport on arrival. Without one (in-process callers),
+    /// `Cardinal::call` admits the call itself.
+    pub admission: Option<Arc<Ticket>>,
 }
 
 /// A finished evaluation: the response and, for explanation and metrics, every rule's outcome.
@@ -96,7 +103,7 @@ pub struct Cardinal {
     registry: Arc<Registry>,
     engine: RuleEngine,
     config: Arc<Config>,
-    permits: Arc<Semaphore>,
+    admission: Admission,
     metrics: Arc<Metrics>,
     prefetcher: Prefetcher,
 }
@@ -173,7 +180,7 @@ impl Cardinal {
         metrics.observe_terminology(engine.shared_terminology());
         Self {
             metrics: Arc::new(metrics),
-            permits: Arc::new(Semaphore::new(config.max_concurrent_evaluations)),
+            admission: Admission::new(config.admission()),
             prefetcher: Prefetcher::new(&config.prefetch, config.max_body_bytes),
             registry: Arc::new(registry),
             engine,
@@ -183,6 +190,19 @@ impl Cardinal {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Admission control: callers admit a hook call on arrival, before reading its body.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// Admits a call that has just arrived, or refuses it at once (counted in the metrics).
+    pub fn admit(&self) -> Result<Ticket, CallError> {
+        self.admission.admit().map_err(|why| {
+            self.metrics.call_refused(why.as_str());
+            CallError::Overloaded(why)
+        })
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -220,7 +240,7 @@ impl Cardinal {
     }
 
     /// Finds the service, checks the request against it and settles the evaluation time.
-    fn admit(
+    fn check(
         &self,
         service_id: &str,
         request: &HookRequest,
@@ -321,17 +341,20 @@ impl Cardinal {
         &self,
         service_id: &str,
         mut request: HookRequest,
-        options: CallOptions,
+        mut options: CallOptions,
     ) -> Result<Evaluation, CallError> {
-        let (service, now) = self.admit(service_id, &request, &options)?;
+        let ticket = match options.admission.take() {
+            Some(ticket) => ticket,
+            None => Arc::new(self.admit()?),
+        };
+        let (service, now) = self.check(service_id, &request, &options)?;
         self.prefetcher
             .reconcile(&service.prefetch, &mut request)
             .await?;
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| CallError::Internal("evaluation pool closed".into()))?;
+        let _slot = ticket.evaluation_slot().await.map_err(|why| {
+            self.metrics.call_refused(why.as_str());
+            CallError::Overloaded(why)
+        })?;
         let this = self.clone();
         let hook_instance = request.hook_instance.clone();
         // The blocking pool does not inherit the span: carry it, so rule spans are its children.
@@ -340,7 +363,12 @@ impl Cardinal {
             span.in_scope(|| this.evaluate_admitted(&service, request, now, options.trace_id))
         })
         .await
-        .map_err(|_| CallError::Internal("evaluation task failed".into()))?;
+        .map_err(|_| {
+            // A panic in evaluation: the payload may quote patient data, so only the count is kept
+            // (the panic hook logs the location).
+            self.metrics.panic("evaluation");
+            CallError::Internal("the evaluation failed unexpectedly".into())
+        })?;
         // Ids, counts and timings only: the request itself is patient data.
         tracing::info!(
             service = %evaluation.service_id,
@@ -361,7 +389,7 @@ impl Cardinal {
         mut request: HookRequest,
         options: CallOptions,
     ) -> Result<Evaluation, CallError> {
-        let (service, now) = self.admit(service_id, &request, &options)?;
+        let (service, now) = self.check(service_id, &request, &options)?;
         prefetch::require_provided(&service.prefetch, &mut request)?;
         Ok(self.evaluate_admitted(&service, request, now, options.trace_id))
     }
@@ -423,7 +451,11 @@ impl Cardinal {
                 outcome
             })
             .collect();
-        let response = cards::response(service.id(), &outcomes, now, trace_id);
+        let limits = cards::ResponseLimits {
+            max_cards: self.config.max_cards_per_response,
+            max_bytes: self.config.max_response_bytes,
+        };
+        let response = cards::response(service.id(), &outcomes, now, trace_id, limits);
         Evaluation {
             service_id: service.id().to_owned(),
             response,

@@ -65,7 +65,7 @@ async fn server() -> TestServer {
             call_budget_ms: 60_000,
             ..SandboxLimits::default()
         },
-        ..Config::default()
+        ..Config::default().development()
     };
     TestServer::start_with(config).await
 }

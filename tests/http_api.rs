@@ -949,7 +949,7 @@ async fn a_body_over_the_limit_is_413() {
     let server = TestServer::start_with(Config {
         rules_dir: project_path("rules"),
         max_body_bytes: 1024,
-        ..Config::default()
+        ..Config::default().development()
     })
     .await;
     // The same request under the limit is served: the 413 is about size alone.
@@ -1250,7 +1250,7 @@ async fn sandbox_operation_limit_stops_the_loop() {
             rule_timeout_ms: 10_000,
             ..SandboxLimits::default()
         },
-        ..Config::default()
+        ..Config::default().development()
     })
     .await;
     let response = call_sandbox(&server).await;
@@ -1315,7 +1315,7 @@ fn run_to_exit(mut command: Command) -> (ExitStatus, String) {
 fn loading_broken_rules_fails_with_every_location() {
     let config = Config {
         rules_dir: project_path(BROKEN_RULES),
-        ..Config::default()
+        ..Config::default().development()
     };
     let errors = match Cardinal::load(config) {
         Ok(_) => panic!("broken rules loaded"),

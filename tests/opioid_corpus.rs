@@ -24,7 +24,7 @@ fn every_opioid_service_runs_without_rule_errors_on_the_synthea_corpus() {
     }
     let cardinal = Cardinal::load(Config {
         rules_dir: common::project_path("rules"),
-        ..Config::default()
+        ..Config::default().development()
     })
     .unwrap_or_else(|e| panic!("rules: {e}"));
     let today = "2026-11-20";

@@ -57,7 +57,7 @@ async fn cardinal_with(prefetch: PrefetchConfig) -> TestServer {
     TestServer::start_with(Config {
         rules_dir: project_path(RULES),
         prefetch,
-        ..Config::default()
+        ..Config::default().development()
     })
     .await
 }
@@ -725,7 +725,7 @@ async fn the_token_and_patient_ids_never_reach_logs_or_errors() {
 fn bad_templates_stop_loading_with_their_location() {
     let config = Config {
         rules_dir: project_path("tests/fixtures/rules-prefetch-broken"),
-        ..Config::default()
+        ..Config::default().development()
     };
     let errors = match Cardinal::load(config) {
         Ok(_) => panic!("services with bad templates loaded"),

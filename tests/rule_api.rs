@@ -21,13 +21,13 @@ fn evaluate_with(rule: &str, hook: &str, request: Value, now: &str) -> Evaluatio
     std::fs::write(service.join("rule.rhai"), rule).expect("rule");
     let config = Config {
         rules_dir: dir.path().to_path_buf(),
-        ..Config::default()
+        ..Config::default().development()
     };
     let cardinal = Cardinal::load(config).unwrap_or_else(|e| panic!("load failed:\n{e}"));
     let request = HookRequest::from_value(request).expect("valid request");
     let options = CallOptions {
         evaluation_time: parse_evaluation_time(now),
-        trace_id: None,
+        ..CallOptions::default()
     };
     cardinal
         .evaluate("api-test", request, options)
@@ -246,7 +246,7 @@ fn the_call_budget_bounds_the_work_of_one_call() {
     }
     let mut config = Config {
         rules_dir: dir.path().to_path_buf(),
-        ..Config::default()
+        ..Config::default().development()
     };
     config.sandbox.rule_timeout_ms = 50;
     config.sandbox.call_budget_ms = 120;
@@ -344,7 +344,7 @@ fn value_sets_shipped_with_the_rules_are_checked_by_id_or_url_and_explained() {
     .expect("rule");
     let cardinal = Cardinal::load(Config {
         rules_dir: dir.path().to_path_buf(),
-        ..Config::default()
+        ..Config::default().development()
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let request =

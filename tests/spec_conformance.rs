@@ -847,7 +847,7 @@ fn cardinal() -> &'static Cardinal {
     CARDINAL.get_or_init(|| {
         Cardinal::load(Config {
             rules_dir: project_path("rules"),
-            ..Config::default()
+            ..Config::default().development()
         })
         .unwrap_or_else(|e| panic!("shipped rules failed to load:\n{e}"))
     })
@@ -864,7 +864,7 @@ fn try_evaluate(service: &str, request: Value) -> Result<Value, CallError> {
     let request = HookRequest::from_value(request)?;
     let options = CallOptions {
         evaluation_time: parse_evaluation_time(EVALUATION_TIME),
-        trace_id: None,
+        ..CallOptions::default()
     };
     let evaluation = cardinal().evaluate(service, request, options)?;
     Ok(serde_json::to_value(&evaluation.response).unwrap_or_else(|e| panic!("{service}: {e}")))
@@ -1273,7 +1273,7 @@ fn edge_service(rules: &[(&str, &str)]) -> (tempfile::TempDir, Cardinal) {
     }
     let cardinal = Cardinal::load(Config {
         rules_dir: dir.path().to_path_buf(),
-        ..Config::default()
+        ..Config::default().development()
     })
     .unwrap_or_else(|e| panic!("edge rules failed to load:\n{e}"));
     (dir, cardinal)
@@ -1289,7 +1289,7 @@ fn run_edge(cardinal: &Cardinal) -> (Value, BTreeSet<String>) {
     .unwrap_or_else(|e| panic!("{e}"));
     let options = CallOptions {
         evaluation_time: parse_evaluation_time(EVALUATION_TIME),
-        trace_id: None,
+        ..CallOptions::default()
     };
     let evaluation = cardinal
         .evaluate("edge", request, options)

@@ -110,7 +110,7 @@ fn rules_of(service: &str) -> Vec<(String, String)> {
     let cardinal = SHIPPED.get_or_init(|| {
         Cardinal::load(Config {
             rules_dir: project_path("rules"),
-            ..Config::default()
+            ..Config::default().development()
         })
         .unwrap_or_else(|e| panic!("{e}"))
     });
@@ -1269,7 +1269,7 @@ async fn assert_timeout_series(how: Scrape) {
             max_operations: 1_000_000_000_000,
             ..SandboxLimits::default()
         },
-        ..Config::default()
+        ..Config::default().development()
     })
     .await;
     let (status, _, body) = post(

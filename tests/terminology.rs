@@ -621,7 +621,7 @@ fn the_bearer_token_is_sent_and_never_shown() {
             remote: Some(with_token.clone()),
             ..TerminologyConfig::default()
         },
-        ..Config::default()
+        ..Config::default().development()
     };
     assert!(!format!("{config:?}").contains(TOKEN));
 
@@ -769,7 +769,7 @@ fn cardinal_config(remote: RemoteSettings) -> Config {
             remote: Some(remote),
             ..TerminologyConfig::default()
         },
-        ..Config::default()
+        ..Config::default().development()
     }
 }
 

@@ -1,10 +1,13 @@
 //! `POST /cds-services/{id}/feedback`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::card::Coding;
-use super::request::RequestError;
+use super::request::{RequestError, json_field};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,8 +66,24 @@ pub struct FeedbackRequest {
 
 impl FeedbackRequest {
     pub fn from_json_bytes(body: &[u8]) -> Result<Self, RequestError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::from_json(&e))?;
-        Self::from_value(&value)
+        // Read as top-level fields, then `feedback` on its own: a whole-body tree would meet serde's
+        // recursion limit as a bare syntax error, where a field too deep can be named.
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|&b| b != b'{') {
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    Ok(_) => RequestError::NotAnObject,
+                    Err(e) => RequestError::from_json(&e),
+                },
+            );
+        }
+        let fields: BTreeMap<String, &RawValue> =
+            serde_json::from_slice(body).map_err(|e| RequestError::from_json(&e))?;
+        let mut object = Map::new();
+        if let Some(raw) = fields.get("feedback") {
+            object.insert("feedback".into(), json_field("feedback", raw.get())?);
+        }
+        Self::from_value(&Value::Object(object))
     }
 
     pub fn from_value(value: &Value) -> Result<Self, RequestError> {
@@ -148,4 +167,43 @@ fn parse_entry(i: usize, item: &Value) -> Result<FeedbackEntry, RequestError> {
         override_reason,
         outcome_timestamp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feedback_body_nesting_too_deep_is_refused_by_name() {
+        let deep = "[".repeat(100_000) + "]".repeat(100_000).as_str();
+        let body = format!(
+            r#"{{"feedback": [{{"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-25T10:00:00Z", "overrideReason": {deep}}}]}}"#
+        );
+        let err = FeedbackRequest::from_json_bytes(body.as_bytes()).err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("`feedback` nests JSON deeper than 64 levels")
+        );
+        // Deep fields other than `feedback` are not read at all.
+        let body = format!(
+            r#"{{"other": {deep}, "feedback": [{{"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-25T10:00:00Z"}}]}}"#
+        );
+        assert!(FeedbackRequest::from_json_bytes(body.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn non_objects_and_broken_json_are_refused_as_before() {
+        assert_eq!(
+            FeedbackRequest::from_json_bytes(b"[1]").err(),
+            Some(RequestError::NotAnObject)
+        );
+        assert!(matches!(
+            FeedbackRequest::from_json_bytes(b"{\"feedback\": [").err(),
+            Some(RequestError::MalformedJson { .. })
+        ));
+        assert_eq!(
+            FeedbackRequest::from_json_bytes(b"{}").err(),
+            Some(RequestError::MissingField("feedback".into()))
+        );
+    }
 }

@@ -7,6 +7,7 @@
 pub mod card;
 pub mod context;
 pub mod discovery;
+mod excerpt;
 pub mod explanation;
 pub mod feedback;
 pub mod operation_outcome;
@@ -19,6 +20,7 @@ pub use card::{
     Suggestion,
 };
 pub use discovery::{Discovery, ServiceDescriptor};
+pub use excerpt::{EXCERPT_CHARS, excerpt};
 pub use explanation::{Explanation, Fact};
 pub use feedback::{FeedbackEntry, FeedbackOutcome, FeedbackRequest};
 pub use operation_outcome::{IssueType, OperationOutcome};

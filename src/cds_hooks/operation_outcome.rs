@@ -17,6 +17,8 @@ pub enum IssueType {
     Exception,
     Timeout,
     Processing,
+    /// Refused by load management (FHIR `throttled`).
+    Throttled,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -4,9 +4,11 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::fhir::{Prefetch, PrefetchField};
+use super::excerpt;
+use crate::fhir::{Prefetch, PrefetchField, TooDeep, check_json_depth};
 
 /// Why a request (or feedback) was refused. Messages name fields, never values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +26,12 @@ pub enum RequestError {
     },
     #[error("`fhirServer` is required when `fhirAuthorization` is sent")]
     FhirServerRequired,
-    #[error("hook `{got}` does not match service `{service}`, which answers `{expected}`")]
+    #[error("`{field}` {why}")]
+    TooDeep { field: String, why: TooDeep },
+    #[error(
+        "hook `{}` does not match service `{service}`, which answers `{expected}`",
+        excerpt(.got)
+    )]
     HookMismatch {
         service: String,
         expected: String,
@@ -97,24 +104,56 @@ impl fmt::Debug for HookRequest {
     }
 }
 
-/// The request body as read in one pass: small fields as JSON values (validated by hand below, so
-/// every message is Cardinal's own), prefetch as raw resources.
+/// The request body as read in one pass: small fields as raw JSON text (bounded in depth, then parsed
+/// and validated by hand below, so every message is Cardinal's own), prefetch as raw resources.
 #[derive(Deserialize, Default)]
-struct Wire {
-    #[serde(default)]
-    hook: Option<Value>,
-    #[serde(default, rename = "hookInstance")]
-    hook_instance: Option<Value>,
-    #[serde(default, rename = "fhirServer")]
-    fhir_server: Option<Value>,
-    #[serde(default, rename = "fhirAuthorization")]
-    fhir_authorization: Option<Value>,
-    #[serde(default)]
-    context: Option<Value>,
+struct Wire<'a> {
+    #[serde(default, borrow)]
+    hook: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "hookInstance")]
+    hook_instance: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "fhirServer")]
+    fhir_server: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "fhirAuthorization")]
+    fhir_authorization: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    context: Option<&'a RawValue>,
     #[serde(default)]
     prefetch: Option<PrefetchField>,
-    #[serde(default)]
+    #[serde(default, borrow)]
+    extension: Option<&'a RawValue>,
+}
+
+/// The top-level fields as values, from either transport.
+struct Fields {
+    hook: Option<Value>,
+    hook_instance: Option<Value>,
+    fhir_server: Option<Value>,
+    fhir_authorization: Option<Value>,
+    context: Option<Value>,
+    prefetch: Prefetch,
     extension: Option<Value>,
+}
+
+/// Parses one field's JSON text into a value, refusing first what nests deeper than
+/// [`crate::fhir::MAX_JSON_DEPTH`]: serde's own limit would only say "not valid JSON", and the trees
+/// built here are later walked recursively.
+pub fn json_field(field: &str, text: &str) -> Result<Value, RequestError> {
+    check_json_depth(text).map_err(|why| RequestError::TooDeep {
+        field: field.to_owned(),
+        why,
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        RequestError::Invalid(format!(
+            "`{field}` is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn raw_field(field: &str, raw: Option<&RawValue>) -> Result<Option<Value>, RequestError> {
+    raw.map(|raw| json_field(field, raw.get())).transpose()
 }
 
 /// A data error from the request reader. Cardinal's own messages (which name a field) pass through;
@@ -152,7 +191,15 @@ impl HookRequest {
             serde_json::error::Category::Data => data_error(&e),
             _ => RequestError::from_json(&e),
         })?;
-        Self::from_wire(wire)
+        Self::from_fields(Fields {
+            hook: raw_field("hook", wire.hook)?,
+            hook_instance: raw_field("hookInstance", wire.hook_instance)?,
+            fhir_server: raw_field("fhirServer", wire.fhir_server)?,
+            fhir_authorization: raw_field("fhirAuthorization", wire.fhir_authorization)?,
+            context: raw_field("context", wire.context)?,
+            prefetch: wire.prefetch.map(|p| p.0).unwrap_or_default(),
+            extension: raw_field("extension", wire.extension)?,
+        })
     }
 
     /// Validates a request given as a JSON value (tests, tools). Same rules as the HTTP body.
@@ -170,19 +217,18 @@ impl HookRequest {
         mut fields: Map<String, Value>,
         prefetch: Prefetch,
     ) -> Result<Self, RequestError> {
-        let wire = Wire {
+        Self::from_fields(Fields {
             hook: fields.remove("hook"),
             hook_instance: fields.remove("hookInstance"),
             fhir_server: fields.remove("fhirServer"),
             fhir_authorization: fields.remove("fhirAuthorization"),
             context: fields.remove("context"),
-            prefetch: Some(PrefetchField(prefetch)),
+            prefetch,
             extension: fields.remove("extension"),
-        };
-        Self::from_wire(wire)
+        })
     }
 
-    fn from_wire(wire: Wire) -> Result<Self, RequestError> {
+    fn from_fields(wire: Fields) -> Result<Self, RequestError> {
         let hook = string_field(wire.hook, "hook")?.ok_or_else(|| missing("hook"))?;
         let hook_instance = string_field(wire.hook_instance, "hookInstance")?
             .ok_or_else(|| missing("hookInstance"))?;
@@ -218,7 +264,7 @@ impl HookRequest {
             fhir_server,
             fhir_authorization,
             context,
-            prefetch: wire.prefetch.map(|p| p.0).unwrap_or_default(),
+            prefetch: wire.prefetch,
             extension,
         })
     }
@@ -280,4 +326,102 @@ fn parse_authorization(value: Value) -> Result<FhirAuthorization, RequestError> 
         subject,
         patient,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::MAX_JSON_DEPTH;
+
+    fn deep(levels: usize) -> String {
+        "[".repeat(levels) + "]".repeat(levels).as_str()
+    }
+
+    fn request_with(field: &str, value: &str) -> String {
+        let mut fields = vec![
+            ("hook", r#""patient-view""#.to_owned()),
+            (
+                "hookInstance",
+                r#""d1577c69-dfbe-44ad-ba6d-3e05e953b2ea""#.to_owned(),
+            ),
+            (
+                "context",
+                r#"{"userId": "Practitioner/1", "patientId": "p1"}"#.to_owned(),
+            ),
+        ];
+        fields.retain(|(k, _)| *k != field);
+        fields.push((field, value.to_owned()));
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!(r#""{k}": {v}"#))
+            .collect();
+        format!("{{{}}}", body.join(", "))
+    }
+
+    #[test]
+    fn fields_nesting_too_deep_are_refused_by_name_and_limit() {
+        for (field, value) in [
+            (
+                "context",
+                format!(
+                    r#"{{"userId": "Practitioner/1", "patientId": "p1", "x": {}}}"#,
+                    deep(100_000)
+                ),
+            ),
+            (
+                "context",
+                format!(
+                    r#"{{"userId": "Practitioner/1", "x": {}}}"#,
+                    deep(MAX_JSON_DEPTH)
+                ),
+            ),
+            ("extension", format!(r#"{{"x": {}}}"#, deep(100_000))),
+            ("fhirAuthorization", format!(r#"{{"x": {}}}"#, deep(200))),
+            ("hook", deep(100_000)),
+            ("hookInstance", deep(129)),
+            ("fhirServer", deep(65)),
+        ] {
+            let err = HookRequest::from_json_bytes(request_with(field, &value).as_bytes()).err();
+            assert_eq!(
+                err.as_ref().map(ToString::to_string),
+                Some(format!(
+                    "`{field}` nests JSON deeper than {MAX_JSON_DEPTH} levels"
+                )),
+                "{field}"
+            );
+        }
+        // At the limit (the context object is level 1): read.
+        let at_limit = format!(
+            r#"{{"userId": "Practitioner/1", "patientId": "p1", "x": {}}}"#,
+            deep(MAX_JSON_DEPTH - 1)
+        );
+        let request = HookRequest::from_json_bytes(request_with("context", &at_limit).as_bytes());
+        assert!(request.is_ok_and(|r| r.context.contains_key("x")));
+    }
+
+    #[test]
+    fn deep_unknown_fields_are_skipped_and_null_fields_stay_absent() {
+        let body = request_with("somethingElse", &deep(100_000));
+        assert!(HookRequest::from_json_bytes(body.as_bytes()).is_ok());
+        let body = request_with("extension", "null");
+        assert!(HookRequest::from_json_bytes(body.as_bytes()).is_ok_and(|r| r.extension.is_none()));
+        let body = request_with("context", "null");
+        assert_eq!(
+            HookRequest::from_json_bytes(body.as_bytes()).err(),
+            Some(RequestError::MissingField("context".into()))
+        );
+    }
+
+    #[test]
+    fn a_mismatched_hook_is_quoted_only_in_part() {
+        let err = RequestError::HookMismatch {
+            service: "metformin-renal".into(),
+            expected: "order-sign".into(),
+            got: "h\n".repeat(40_000),
+        };
+        let message = err.to_string();
+        assert!(message.starts_with("hook `h?h?"), "{message}");
+        assert!(message.contains("…` does not match service `metformin-renal`"));
+        assert!(message.len() < 200);
+    }
 }

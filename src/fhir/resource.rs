@@ -137,7 +137,8 @@ impl Resource {
 
     /// The whole resource as JSON (parsed on first use).
     pub fn json(&self) -> &Value {
-        // The text was read from valid JSON (or written by Cardinal), so this parse succeeds.
+        // The text was read from valid JSON (or written by Cardinal) and at most `MAX_JSON_DEPTH`
+        // deep, well within serde's recursion limit, so this parse succeeds.
         self.0
             .json
             .get_or_init(|| serde_json::from_str(&self.0.text).unwrap_or(Value::Null))

@@ -56,7 +56,7 @@ impl PatientContext {
             .by_type
             .get("Patient")
             .and_then(|ids| ids.first())
-            .map(|&i| inner.record[i as usize].clone());
+            .and_then(|&i| inner.record.get(i as usize).cloned());
         inner.context = context;
         Self(Arc::new(inner))
     }
@@ -88,7 +88,7 @@ impl PatientContext {
             .get(resource_type)
             .into_iter()
             .flatten()
-            .map(|&i| &self.0.record[i as usize])
+            .filter_map(|&i| self.0.record.get(i as usize))
     }
 
     /// Record resources of one type whose main code is any of `codes` (`code` or `system|code`).
@@ -102,15 +102,17 @@ impl PatientContext {
             let (_, code) = split_code(wanted);
             if let Some(ids) = self.0.by_code.get(code) {
                 hits.extend(ids.iter().copied().filter(|&i| {
-                    let r = &self.0.record[i as usize];
-                    r.resource_type() == resource_type && r.has_code(wanted)
+                    self.0
+                        .record
+                        .get(i as usize)
+                        .is_some_and(|r| r.resource_type() == resource_type && r.has_code(wanted))
                 }));
             }
         }
         hits.sort_unstable();
         hits.dedup();
         hits.into_iter()
-            .map(|i| &self.0.record[i as usize])
+            .filter_map(|i| self.0.record.get(i as usize))
             .collect()
     }
 

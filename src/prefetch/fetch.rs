@@ -12,7 +12,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Response, StatusCode, Url};
 use serde::Deserialize;
 
-use crate::fhir::{Origin, PrefetchValue, Resource};
+use crate::fhir::{Origin, PrefetchValue, ReadError, Resource, TooDeep};
 
 use super::template::RenderError;
 
@@ -39,6 +39,8 @@ pub enum FetchFailure {
     Status(u16),
     #[error("the FHIR server's answer is not a FHIR resource or Bundle")]
     NotFhir,
+    #[error("the FHIR server's answer {0}")]
+    TooDeep(TooDeep),
     #[error("the FHIR server answered with an OperationOutcome")]
     OperationOutcome,
     #[error("the FHIR server's answers exceed {0} bytes")]
@@ -168,7 +170,8 @@ pub async fn fetch_key(
                 return Err(FetchFailure::OperationOutcome);
             }
             Ok(value @ PrefetchValue::Resource(_)) if page == 1 => return Ok(value),
-            Ok(_) | Err(_) => return Err(FetchFailure::NotFhir),
+            Err(ReadError::TooDeep(why)) => return Err(FetchFailure::TooDeep(why)),
+            Ok(_) | Err(ReadError::Invalid { .. }) => return Err(FetchFailure::NotFhir),
         }
     }
     Err(FetchFailure::TooManyPages(limits.max_pages))

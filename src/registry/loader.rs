@@ -41,7 +41,7 @@ fn error(path: &Path, message: impl Into<String>) -> CompileError {
 
 /// 1-based line and column of a byte offset.
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let column = before
         .rfind('\n')
@@ -150,15 +150,17 @@ fn value_set_literals(text: &str) -> Vec<(String, usize, usize)> {
         }
         let mut rest = line;
         let mut offset = 0;
-        while let Some(start) = rest.find("\"http") {
-            let after = &rest[start + 1..];
-            let Some(end) = after.find('"') else { break };
-            let literal = &after[..end];
+        while let Some((_, after)) = rest.split_once("\"http") {
+            let start = rest.len() - after.len() - "\"http".len();
+            let Some((tail, next)) = after.split_once('"') else {
+                break;
+            };
+            let literal = format!("http{tail}");
             if literal.contains("/ValueSet/") {
-                found.push((literal.to_owned(), n + 1, offset + start + 2));
+                found.push((literal, n + 1, offset + start + 2));
             }
-            offset += start + 1 + end + 1;
-            rest = &after[end + 1..];
+            offset += rest.len() - next.len();
+            rest = next;
         }
     }
     found

@@ -332,7 +332,7 @@ use crate::registry::line_col;
 /// serde_json appends ` at line 3 column 7`; the location travels in its own fields.
 fn strip_serde_position(message: &str) -> String {
     match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
+        Some(i) => message.get(..i).unwrap_or(message).to_owned(),
         None => message.to_owned(),
     }
 }

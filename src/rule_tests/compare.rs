@@ -357,10 +357,11 @@ fn pair_cards(expected: &[ExpectedCard], cards: &[Card], aliases: &Aliases) -> V
     let fits: Vec<Vec<usize>> = expected
         .iter()
         .map(|e| {
-            (0..cards.len())
-                .filter(|&j| {
-                    same_card(e, &cards[j], aliases) && extra_checks(e, &cards[j]).is_none()
-                })
+            cards
+                .iter()
+                .enumerate()
+                .filter(|(_, card)| same_card(e, card, aliases) && extra_checks(e, card).is_none())
+                .map(|(j, _)| j)
                 .collect()
         })
         .collect();
@@ -371,13 +372,16 @@ fn pair_cards(expected: &[ExpectedCard], cards: &[Card], aliases: &Aliases) -> V
         owner: &mut [Option<usize>],
         seen: &mut [bool],
     ) -> bool {
-        for &j in &fits[i] {
-            if seen[j] {
-                continue;
+        for &j in fits.get(i).map_or(&[][..], Vec::as_slice) {
+            match seen.get_mut(j) {
+                Some(s) if !*s => *s = true,
+                _ => continue,
             }
-            seen[j] = true;
-            if owner[j].is_none_or(|k| augment(k, fits, owner, seen)) {
-                owner[j] = Some(i);
+            let taken = owner.get(j).copied().flatten();
+            if taken.is_none_or(|k| augment(k, fits, owner, seen)) {
+                if let Some(o) = owner.get_mut(j) {
+                    *o = Some(i);
+                }
                 return true;
             }
         }
@@ -389,8 +393,8 @@ fn pair_cards(expected: &[ExpectedCard], cards: &[Card], aliases: &Aliases) -> V
     }
     let mut pairs = vec![None; expected.len()];
     for (j, o) in owner.iter().enumerate() {
-        if let Some(i) = o {
-            pairs[*i] = Some(j);
+        if let Some(pair) = o.and_then(|i| pairs.get_mut(i)) {
+            *pair = Some(j);
         }
     }
     pairs

@@ -59,7 +59,7 @@ pub fn evaluate_case(cardinal: &Cardinal, case: &TestCase) -> (Actual, Option<Ex
     };
     let options = CallOptions {
         evaluation_time: case.evaluation_time(),
-        trace_id: None,
+        ..CallOptions::default()
     };
     match cardinal.evaluate(&case.service, request, options) {
         Ok(evaluation) => {

@@ -27,6 +27,8 @@ pub struct Metrics {
     rule_errors: Counter<u64>,
     cards: Counter<u64>,
     in_flight: UpDownCounter<i64>,
+    refused: Counter<u64>,
+    panics: Counter<u64>,
     /// Observable instruments, kept alive with their callbacks.
     observers: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
@@ -92,6 +94,16 @@ impl Metrics {
             in_flight: meter
                 .i64_up_down_counter("cardinal.hook.in_flight")
                 .with_description("CDS Hooks calls being evaluated")
+                .build(),
+            refused: meter
+                .u64_counter("cardinal.calls.refused")
+                .with_description(
+                    "Hook calls refused by admission control, by reason (queue_full, deadline, draining)",
+                )
+                .build(),
+            panics: meter
+                .u64_counter("cardinal.panics")
+                .with_description("Panics caught while serving a request, by where (http, grpc, evaluation)")
                 .build(),
             meter,
             provider,
@@ -229,6 +241,16 @@ impl Metrics {
                 KeyValue::new("indicator", indicator.to_owned()),
             ],
         );
+    }
+
+    /// A hook call refused by admission control.
+    pub fn call_refused(&self, reason: &'static str) {
+        self.refused.add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// A panic caught while serving a request (a defect: the request got a fixed 500 answer).
+    pub fn panic(&self, place: &'static str) {
+        self.panics.add(1, &[KeyValue::new("where", place)]);
     }
 
     /// Counts a call in flight until the returned guard is dropped.

@@ -68,6 +68,22 @@ fn is_exporter_internal(target: &str) -> bool {
         .any(|p| target.starts_with(p))
 }
 
+/// Replaces the default panic output (which prints the panic message, and a message can quote the
+/// request being served, i.e. patient data) with one log event naming only where it happened. The
+/// request itself is answered with a fixed 500 / `INTERNAL` by the transport.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_else(|| "unknown".into());
+        tracing::error!(
+            %location,
+            "panic while serving a request; its message is withheld because it may quote patient data"
+        );
+    }));
+}
+
 /// Installs the global subscriber: logs on stderr, and spans exported over OTLP/gRPC when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Must run inside a Tokio runtime when exporting (the exporter
 /// connects lazily, so start-up never fails because a collector is down).

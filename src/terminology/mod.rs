@@ -209,8 +209,10 @@ impl Terminology {
     pub fn pre_expand(&self, urls: &[String]) -> Option<PreExpandReport> {
         let remote = self.remote.as_ref().filter(|r| r.pre_expand_enabled())?;
         let remote_at = self.sources.iter().position(|s| s.name() == "remote")?;
-        let local_first = self.sources[..remote_at]
+        let local_first = self
+            .sources
             .iter()
+            .take(remote_at)
             .any(|s| s.name() == "local");
         let wanted: Vec<String> = urls
             .iter()

@@ -41,7 +41,7 @@ impl TerminologyConfig {
             return Err("terminology.order must name at least one source".into());
         }
         for (i, kind) in self.order.iter().enumerate() {
-            if self.order[..i].contains(kind) {
+            if self.order.iter().take(i).any(|k| k == kind) {
                 return Err(format!("terminology.order names {kind:?} twice"));
             }
         }

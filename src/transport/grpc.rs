@@ -1,7 +1,11 @@
 //! The gRPC transport (`proto/cardinal/v1/cds_hooks.proto`), with the standard health service and
 //! server reflection. Same semantics and the same evaluation path as HTTP.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
+
+use crate::admission::Ticket;
 
 use crate::evaluator::{CallError, Cardinal, Evaluation};
 use crate::explain::ExplainReport;
@@ -26,8 +30,16 @@ pub fn status_of(err: CallError) -> Status {
         CallError::UnknownService(_) => Status::not_found(message),
         CallError::InvalidRequest(_) => Status::invalid_argument(message),
         CallError::PrefetchUnavailable(_) => Status::failed_precondition(message),
+        CallError::Overloaded(_) => Status::unavailable(message),
         CallError::Internal(_) => Status::internal(message),
     }
+}
+
+/// The answer to a gRPC call whose handler panicked: `INTERNAL` with fixed words (a panic message can
+/// quote the request).
+pub(super) fn panic_response() -> axum::response::Response {
+    Status::internal("internal error: the request could not be processed")
+        .into_http::<axum::body::Body>()
 }
 
 impl GrpcService {
@@ -41,12 +53,31 @@ impl GrpcService {
             .extensions()
             .get::<TraceId>()
             .map(|TraceId(id)| id.clone());
+        let admission = request.extensions().get::<Arc<Ticket>>().cloned();
+        #[cfg(feature = "fault-injection")]
+        if request.metadata().contains_key("x-cardinal-inject-panic") {
+            #[allow(clippy::panic)]
+            {
+                panic!("injected fault while reading patient Jane Roe, MRN 4711-0815");
+            }
+        }
         let message = request.into_inner();
         let service_id = message.service_id.clone();
         self.cardinal.call_target(&service_id).map_err(status_of)?;
-        let (hook_request, mut options) =
-            grpc_convert::hook_request(message).map_err(|e| status_of(e.into()))?;
+        /// Reading the JSON of a larger message (a patient's prefetch) goes to the blocking pool, as
+        /// HTTP bodies over the same size do, so it does not stall the async workers that serve
+        /// every other connection.
+        const INLINE_CONVERT_LIMIT: usize = 32 * 1024;
+        let converted = if prost::Message::encoded_len(&message) <= INLINE_CONVERT_LIMIT {
+            grpc_convert::hook_request(message)
+        } else {
+            tokio::task::spawn_blocking(move || grpc_convert::hook_request(message))
+                .await
+                .map_err(|_| Status::internal("request conversion failed"))?
+        };
+        let (hook_request, mut options) = converted.map_err(|e| status_of(e.into()))?;
         options.trace_id = trace_id;
+        options.admission = admission;
         self.cardinal
             .call(&service_id, hook_request, options)
             .await

@@ -4,23 +4,14 @@
 
 use serde_json::{Map, Value};
 
+use crate::cds_hooks::request::json_field;
 use crate::cds_hooks::{
     Action, Card, Coding, Discovery, Explanation, Fact, FeedbackRequest, HookRequest, HookResponse,
-    Indicator, Prefetch, PrefetchValue, RequestError, SelectionBehavior,
+    Indicator, Prefetch, PrefetchValue, RequestError, SelectionBehavior, excerpt,
 };
 use crate::evaluator::{CallOptions, parse_evaluation_time};
-use crate::fhir::Origin;
+use crate::fhir::{Origin, ReadError};
 use crate::proto;
-
-fn parse_json_field(field: &str, text: &str) -> Result<Value, RequestError> {
-    serde_json::from_str(text).map_err(|e| {
-        RequestError::Invalid(format!(
-            "`{field}` is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })
-}
 
 fn non_empty(s: &str) -> Option<Value> {
     (!s.is_empty()).then(|| Value::String(s.to_owned()))
@@ -54,23 +45,27 @@ pub fn hook_request(
     if !msg.context_json.is_empty() {
         obj.insert(
             "context".into(),
-            parse_json_field("context_json", &msg.context_json)?,
+            json_field("context_json", &msg.context_json)?,
         );
     }
     if !msg.extension_json.is_empty() {
         obj.insert(
             "extension".into(),
-            parse_json_field("extension_json", &msg.extension_json)?,
+            json_field("extension_json", &msg.extension_json)?,
         );
     }
     let mut prefetch = Prefetch::new();
     for (key, text) in &msg.prefetch_json {
-        let value = PrefetchValue::from_json(text, Origin::Prefetch).map_err(|e| {
-            RequestError::Invalid(format!(
-                "`prefetch_json[{key}]` must be a FHIR resource, a Bundle or null (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
+        // The key is the caller's: a message quotes only a bounded, printable prefix of it.
+        let value = PrefetchValue::from_json(text, Origin::Prefetch).map_err(|e| match e {
+            ReadError::TooDeep(why) => RequestError::TooDeep {
+                field: format!("prefetch_json[{}]", excerpt(key)),
+                why,
+            },
+            ReadError::Invalid { line, column } => RequestError::Invalid(format!(
+                "`prefetch_json[{}]` must be a FHIR resource, a Bundle or null (line {line}, column {column})",
+                excerpt(key)
+            )),
         })?;
         prefetch.insert(key.clone(), value);
     }
@@ -88,7 +83,7 @@ pub fn hook_request(
         request,
         CallOptions {
             evaluation_time,
-            trace_id: None,
+            ..CallOptions::default()
         },
     ))
 }

@@ -1,15 +1,18 @@
 //! The CDS Hooks HTTP/JSON API: discovery, service calls, feedback, health, and (when configured)
 //! the explain report for rule authors.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::json;
 
+use crate::admission::Ticket;
 use crate::cds_hooks::{FeedbackRequest, HookRequest, IssueType};
 use crate::evaluator::{CallOptions, Cardinal, Evaluation, parse_evaluation_time};
 use crate::explain::ExplainReport;
@@ -44,19 +47,85 @@ async fn discover(State(cardinal): State<Cardinal>) -> Response {
     Json(cardinal.discovery()).into_response()
 }
 
-fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, HttpError> {
-    body.map_err(|rejection| {
-        let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            HttpError::new(
-                status,
-                IssueType::TooLong,
-                "request body exceeds the configured size limit",
-            )
-        } else {
-            HttpError::new(status, IssueType::Invalid, "request body could not be read")
+/// The answer to a request whose handler panicked: fixed words, because a panic message can quote
+/// the request (patient data). The panic hook logs where it happened.
+pub(super) fn panic_response() -> Response {
+    HttpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        IssueType::Exception,
+        "internal error: the request could not be processed",
+    )
+    .into_response()
+}
+
+/// CDS Hooks bodies are JSON; anything else is refused before it is read.
+fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json" | "application/fhir+json") => Ok(()),
+        _ => Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            "the request body must be JSON (`Content-Type: application/json`)",
+        )),
+    }
+}
+
+/// Reads a body of at most `limit` bytes that must arrive within `within`.
+async fn read_body(
+    cardinal: &Cardinal,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, HttpError> {
+    let config = cardinal.config();
+    let limit = config.max_body_bytes;
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooLong,
+            format!("request body exceeds the size limit ({limit} bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let within = Duration::from_millis(config.server.body_read_timeout_ms);
+    match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
+        Ok(Err(_)) => Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "request body could not be read",
+        )),
+        Err(_) => Err(HttpError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            IssueType::Timeout,
+            format!(
+                "request body did not arrive within {} ms",
+                config.server.body_read_timeout_ms
+            ),
+        )),
+    }
+}
+
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
         }
-    })
+        source = e.source();
+    }
+    false
 }
 
 fn evaluation_time(
@@ -81,14 +150,29 @@ fn evaluation_time(
         })
 }
 
+/// What a hook call handler receives besides the body.
+struct CallParts {
+    trace: Option<Extension<TraceId>>,
+    admission: Option<Extension<Arc<Ticket>>>,
+    headers: HeaderMap,
+}
+
 async fn call(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
     trace: Option<Extension<TraceId>>,
+    admission: Option<Extension<Arc<Ticket>>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, HttpError> {
-    let evaluation = evaluate(&cardinal, &id, &headers, trace, body).await?;
+    #[cfg(feature = "fault-injection")]
+    inject_fault(&headers);
+    let parts = CallParts {
+        trace,
+        admission,
+        headers,
+    };
+    let evaluation = evaluate(&cardinal, &id, parts, body).await?;
     Ok(Json(evaluation.response).into_response())
 }
 
@@ -98,32 +182,51 @@ async fn explain(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
     trace: Option<Extension<TraceId>>,
+    admission: Option<Extension<Arc<Ticket>>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, HttpError> {
     if !cardinal.config().explain_endpoint {
         return Err(HttpError::not_found(
             "the explain endpoint is disabled on this server (configuration `explain_endpoint`)",
         ));
     }
-    let evaluation = evaluate(&cardinal, &id, &headers, trace, body).await?;
+    let parts = CallParts {
+        trace,
+        admission,
+        headers,
+    };
+    let evaluation = evaluate(&cardinal, &id, parts, body).await?;
     Ok(Json(ExplainReport::new(&cardinal, &evaluation)).into_response())
+}
+
+/// Test builds only: a header that makes the handler panic with patient-like words, to show that a
+/// panic answers a fixed 500 and its message reaches neither the caller nor the log.
+#[cfg(feature = "fault-injection")]
+fn inject_fault(headers: &HeaderMap) {
+    if headers.contains_key("x-cardinal-inject-panic") {
+        #[allow(clippy::panic)]
+        {
+            panic!("injected fault while reading patient Jane Roe, MRN 4711-0815");
+        }
+    }
 }
 
 async fn evaluate(
     cardinal: &Cardinal,
     id: &str,
-    headers: &HeaderMap,
-    trace: Option<Extension<TraceId>>,
-    body: Result<Bytes, BytesRejection>,
+    parts: CallParts,
+    body: Body,
 ) -> Result<Evaluation, HttpError> {
     // Unknown service first: 404 wins over a body problem.
     cardinal.call_target(id)?;
-    let body = body_or_error(body)?;
+    require_json(&parts.headers)?;
+    let body = read_body(cardinal, &parts.headers, body).await?;
     let request = parse_request(body).await?;
     let options = CallOptions {
-        evaluation_time: evaluation_time(headers)?,
-        trace_id: trace.map(|Extension(TraceId(id))| id),
+        evaluation_time: evaluation_time(&parts.headers)?,
+        trace_id: parts.trace.map(|Extension(TraceId(id))| id),
+        admission: parts.admission.map(|Extension(ticket)| ticket),
     };
     Ok(cardinal.call(id, request, options).await?)
 }
@@ -151,10 +254,12 @@ async fn parse_request(body: Bytes) -> Result<HookRequest, HttpError> {
 async fn feedback(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, HttpError> {
     cardinal.service(&id)?;
-    let body = body_or_error(body)?;
+    require_json(&headers)?;
+    let body = read_body(&cardinal, &headers, body).await?;
     let feedback = FeedbackRequest::from_json_bytes(&body)?;
     cardinal.feedback(&id, &feedback)?;
     Ok(StatusCode::OK.into_response())
@@ -176,21 +281,41 @@ async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// Ready unless shutting down or overloaded (full, or refused a call in the last second): a load
+/// balancer then sends calls to other replicas.
 async fn readyz(State(cardinal): State<Cardinal>) -> Response {
     let registry = cardinal.registry();
-    Json(json!({
-        "status": "ready",
+    let admission = cardinal.admission();
+    let status = if admission.draining() {
+        "draining"
+    } else if admission.overloaded() {
+        "overloaded"
+    } else {
+        "ready"
+    };
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Json(json!({
+        "status": status,
         "services": registry.len(),
         "rules": registry.rule_count(),
-    }))
-    .into_response()
+        "calls_admitted": admission.admitted(),
+    }));
+    (code, body).into_response()
 }
 
 async fn method_not_allowed(method: Method) -> HttpError {
     HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         IssueType::NotSupported,
-        format!("method {method} is not allowed on this path"),
+        // Extension methods are the caller's text: quote a bounded prefix only.
+        format!(
+            "method {} is not allowed on this path",
+            crate::cds_hooks::excerpt(method.as_str())
+        ),
     )
 }
 

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::admission::{Overloaded, RETRY_AFTER_SECS};
 use crate::cds_hooks::{IssueType, OperationOutcome, RequestError};
 use crate::evaluator::CallError;
 
@@ -50,8 +51,19 @@ impl From<CallError> for HttpError {
             CallError::PrefetchUnavailable(_) => {
                 Self::new(status, IssueType::Incomplete, err.to_string())
             }
+            CallError::Overloaded(why) => why.into(),
             CallError::Internal(_) => Self::new(status, IssueType::Exception, err.to_string()),
         }
+    }
+}
+
+impl From<Overloaded> for HttpError {
+    fn from(why: Overloaded) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Throttled,
+            why.to_string(),
+        )
     }
 }
 
@@ -63,6 +75,13 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/fhir+json"),
         );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // The EHR may retry, here after a pause or at once on another replica.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
         response
     }
 }
@@ -78,6 +97,7 @@ mod tests {
                 CallError::UnknownService("x".into()),
                 CallError::InvalidRequest(RequestError::MissingField("hook".into())),
                 CallError::PrefetchUnavailable("prefetch x".into()),
+                CallError::Overloaded(Overloaded::QueueFull),
                 CallError::Internal("x".into()),
             ]
         };

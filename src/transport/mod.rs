@@ -2,6 +2,7 @@
 //! on one port. Both turn their input into a [`HookRequest`](crate::cds_hooks::HookRequest) and call
 //! [`Cardinal`](crate::evaluator::Cardinal); neither knows about rules.
 
+mod admit;
 pub mod grpc;
 mod grpc_convert;
 pub mod http;

@@ -1,24 +1,39 @@
 //! One listener, two protocols: the CDS Hooks HTTP routes and the gRPC services share a port (gRPC is
 //! HTTP/2 with `application/grpc`; axum routes by path).
+//!
+//! The accept loop is Cardinal's own rather than `axum::serve` because a service in front of an EHR
+//! must bound what a connection may hold: a connection limit, a deadline for the first byte and for
+//! the headers (slow or half-open clients are closed), HTTP/2 stream and header limits, and a
+//! shutdown that drains in-flight calls for a bounded time and then exits.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::http::{Method, header};
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::config::ServerConfig;
 use crate::evaluator::Cardinal;
 
-use super::{EVALUATION_TIME_HEADER, grpc, http, observe};
+use super::{EVALUATION_TIME_HEADER, admit, grpc, http, observe};
 
 /// The complete router: HTTP/JSON with CORS and a body limit, gRPC, and a JSON 404 for the rest.
+/// Hook calls pass admission control before anything else; a panic anywhere answers a fixed 500
+/// (`INTERNAL` for gRPC) and is counted, never echoed.
 pub async fn router(cardinal: Cardinal) -> Router {
     let max_body = cardinal.config().max_body_bytes;
     // Browser-based EHRs call from another origin; the spec asks for CORS with these headers.
@@ -34,12 +49,24 @@ pub async fn router(cardinal: Cardinal) -> Router {
         ])
         .expose_headers([header::HeaderName::from_static(observe::TRACE_ID_HEADER)])
         .max_age(std::time::Duration::from_secs(3600));
+    let http_panics = cardinal.clone();
     let http = http::routes(cardinal.clone())
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(move |_payload| {
+            http_panics.metrics().panic("http");
+            http::panic_response()
+        }))
         .layer(cors);
+    let grpc_panics = cardinal.clone();
     // tonic's router answers unknown gRPC methods with `UNIMPLEMENTED`, as gRPC clients expect.
-    let grpc = grpc::routes(cardinal).await.into_axum_router();
+    let grpc = grpc::routes(cardinal.clone())
+        .await
+        .into_axum_router()
+        .layer(CatchPanicLayer::custom(move |_payload| {
+            grpc_panics.metrics().panic("grpc");
+            grpc::panic_response()
+        }));
     // Dispatch by protocol, not by path: a gRPC client always gets a gRPC status, and a plain HTTP
     // caller always gets a JSON answer, whatever path either asks for.
     Router::new()
@@ -51,6 +78,7 @@ pub async fn router(cardinal: Cardinal) -> Router {
             };
             target.oneshot(request)
         }))
+        .layer(axum::middleware::from_fn_with_state(cardinal, admit::admit))
         .layer(axum::middleware::from_fn(observe::observe))
 }
 
@@ -66,6 +94,7 @@ pub(super) fn is_grpc(request: &Request) -> bool {
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    cardinal: Cardinal,
 }
 
 impl Server {
@@ -73,7 +102,8 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self {
             listener,
-            router: router(cardinal).await,
+            router: router(cardinal.clone()).await,
+            cardinal,
         })
     }
 
@@ -81,17 +111,104 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then drains in-flight requests.
+    /// Serves until `shutdown` completes; then stops accepting, fails readiness, lets in-flight
+    /// calls finish for at most `server.shutdown_grace_ms`, and returns (cutting what is left).
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        // Without TCP_NODELAY, small gRPC responses wait on Nagle's algorithm (~40 ms per call).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        let settings = self.cardinal.config().server.clone();
+        let builder = Arc::new(connection_builder(&settings));
+        let graceful = GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(settings.max_connections));
+        let first_byte = Duration::from_millis(settings.header_read_timeout_ms);
+        let service = TowerToHyperService::new(self.router);
+        tokio::pin!(shutdown);
+        loop {
+            // At the connection limit, further clients wait in the kernel's backlog.
+            let slot = tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+                () = &mut shutdown => break,
+            };
+            let Ok(slot) = slot else { break };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: wait a moment
+                    // rather than spin; the listener itself is fine.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Without TCP_NODELAY, small gRPC responses wait on Nagle's algorithm (~40 ms per call).
+            let _ = stream.set_nodelay(true);
+            let builder = Arc::clone(&builder);
+            let service = service.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let _slot = slot;
+                // The HTTP/1-or-2 detection waits for bytes without a timer of its own: a client
+                // that connects and sends nothing is closed here.
+                if !first_byte_within(&stream, first_byte).await {
+                    return;
+                }
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let _ = watcher.watch(connection.into_owned()).await;
+            });
+        }
+        drop(self.listener);
+        self.cardinal.admission().drain();
+        let grace = Duration::from_millis(settings.shutdown_grace_ms);
+        tracing::info!(
+            grace_ms = settings.shutdown_grace_ms,
+            "draining connections"
+        );
+        if tokio::time::timeout(grace, graceful.shutdown())
             .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = settings.shutdown_grace_ms,
+                "shutdown grace period over: cutting the calls still in flight"
+            );
+        }
+        Ok(())
     }
+}
+
+/// HTTP/1 and HTTP/2 with Cardinal's limits.
+fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Also bounds how long a keep-alive connection may sit idle between requests.
+        .header_read_timeout(header_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        // Bounds the "rapid reset" pattern: streams opened and cancelled before they are served.
+        .max_pending_accept_reset_streams(64)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// Whether the client sends a first byte within `limit` (one that closes or fails is not served).
+async fn first_byte_within(stream: &TcpStream, limit: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(limit, stream.peek(&mut byte)).await,
+        Ok(Ok(n)) if n > 0
+    )
 }

@@ -39,12 +39,12 @@ impl TestServer {
         Self::start_with_rules(&project_path("rules")).await
     }
 
-    /// The test configuration: the rules in `rules`, and the explain endpoint turned on.
+    /// The test configuration: the rules in `rules`, with the development profile (the explain
+    /// endpoint on, evaluation time pinning allowed).
     pub async fn start_with_rules(rules: &Path) -> Self {
         let config = Config {
             rules_dir: rules.to_path_buf(),
-            explain_endpoint: true,
-            ..Config::default()
+            ..Config::default().development()
         };
         Self::start_with(config).await
     }

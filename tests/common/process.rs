@@ -75,6 +75,11 @@ impl CardinalProcess {
     /// directory. `CARDINAL_*`, `OTEL_*` and `RUST_LOG` variables of the test's own environment are
     /// not passed on; `env` is set on top (e.g. `CARDINAL_LOG_FILTER`, `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub fn spawn(rules: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_args(rules, env, &[])
+    }
+
+    /// The same, with further `serve` arguments (e.g. `--dev`).
+    pub fn spawn_with_args(rules: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cardinal"));
         command
             .arg("serve")
@@ -82,6 +87,7 @@ impl CardinalProcess {
             .arg("127.0.0.1:0")
             .arg("--rules")
             .arg(rules)
+            .args(args)
             .current_dir(super::project_path(""));
         for (key, _) in std::env::vars_os() {
             let name = key.to_string_lossy();
@@ -90,6 +96,8 @@ impl CardinalProcess {
             }
         }
         command.env("CARDINAL_LOG_FORMAT", "json");
+        // The tests pin "now" so their cards do not depend on the day they run.
+        command.env("CARDINAL_ALLOW_EVALUATION_TIME_OVERRIDE", "true");
         for (key, value) in env {
             command.env(key, value);
         }

@@ -28,8 +28,10 @@ pub(crate) fn whole_years(from: NaiveDate, to: NaiveDate) -> i64 {
 fn date_arg(ctx: &NativeCallContext, s: &str) -> Result<NaiveDate, Box<EvalAltResult>> {
     parse_fhir_date(s).ok_or_else(|| {
         EvalAltResult::ErrorRuntime(
+            // The value is request data of any length: quote a bounded prefix only.
             Dynamic::from(format!(
-                "`{s}` is not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD...)"
+                "`{}` is not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD...)",
+                crate::cds_hooks::excerpt(s)
             )),
             ctx.call_position(),
         )
