@@ -8,6 +8,14 @@
 //!
 //! Before timing, a breakdown of one evaluation per service is printed (parse, index, each rule), so
 //! the report says which part dominates. Run with `cargo bench --bench opioid`.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use std::hint::black_box;
 use std::path::PathBuf;

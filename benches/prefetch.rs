@@ -6,6 +6,14 @@
 //! the server's and loopback's share of it.
 //!
 //! Run with `cargo bench --bench prefetch` after `bash .ci/fhir-server-setup.sh`.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

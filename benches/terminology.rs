@@ -4,6 +4,14 @@
 //! the test terminology server of `tests/support/`).
 //!
 //! Run with `cargo bench --bench terminology`.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 #[path = "../tests/support/terminology_server.rs"]
 mod terminology_server;

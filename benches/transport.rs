@@ -3,6 +3,14 @@
 //! `metformin-egfr-low` fixture (one critical card).
 //!
 //! Run with `cargo bench --bench transport`.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -1,4 +1,12 @@
 //! The `cardinal` binary: configuration sources and `check`, as an operator or CI uses them.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use std::process::{Command, Output};
 

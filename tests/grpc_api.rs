@@ -1,5 +1,13 @@
 //! The gRPC API over a real socket: the generated `CdsHooks` client, the standard health service,
 //! server reflection, and the HTTP/JSON API on the same port for comparison.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 

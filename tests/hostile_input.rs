@@ -9,6 +9,14 @@
 //! server's answer to a prefetch fetch; non-ASCII dates in every dated field Cardinal indexes, in
 //! `prefetch` and in `context.draftOrders`; 65 KB service ids, hooks, prefetch keys and methods; deep
 //! feedback.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 
@@ -734,4 +742,34 @@ async fn deep_fields_cardinal_does_not_read_are_skipped() {
     let (status, text) = call(&server, OPIOID_SERVICE, body).await;
     assert_eq!(status, StatusCode::OK, "{text:.300}");
     assert_still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn text_json_cannot_represent_is_refused_not_hidden() {
+    let server = TestServer::start().await;
+    // A lone surrogate escape in a name, and a number beyond a 64-bit float: kept as raw text, either
+    // would make the whole resource read as nothing when a rule opens it.
+    for (field, value) in [
+        ("name", r#"[{"family": "Ro\ud800e"}]"#),
+        ("multipleBirthInteger", "1e400"),
+    ] {
+        let body = format!(
+            r#"{{"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                "context": {{"userId": "Practitioner/1", "patientId": "p1"}},
+                "prefetch": {{"patient": {{"resourceType": "Patient", "id": "p1",
+                    "birthDate": "1960-05-01", "{field}": {value}}}}}}}"#
+        );
+        let response = reqwest::Client::new()
+            .post(server.url("/cds-services/patient-greeting"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{field}");
+        let text = response.text().await.expect("body");
+        assert!(text.contains("`prefetch.patient`"), "{text}");
+        assert!(text.contains("cannot represent"), "{text}");
+    }
+    server.stop().await;
 }

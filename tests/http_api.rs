@@ -2,6 +2,14 @@
 //! starter services (fired and not fired), explanations, evaluation-time pinning, feedback, every
 //! refusal (status, OperationOutcome, no patient data echoed), CORS, health, the rule sandbox, and
 //! refusing to start on broken rules.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 

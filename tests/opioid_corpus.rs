@@ -1,6 +1,14 @@
 //! Optional corpus run: every service of the opioid pack on every Synthea patient of
 //! `../shared/data/synthea/` (when present). Real-world records exercise paths the guide's test cases
 //! do not (missing fields, other units, many resources): no rule may fail on them.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 #[path = "support/synthea.rs"]

@@ -6,6 +6,14 @@
 //! refused at load time; the bearer token and patient ids kept out of logs and errors.
 //!
 //! Needs `bash .ci/fhir-server-setup.sh` (npm ci) once; the tests say so when it has not been run.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 

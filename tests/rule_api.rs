@@ -1,5 +1,13 @@
 //! The rule API as informaticists use it: each test writes a one-rule service, evaluates a real
 //! request in-process (the same path the servers use) and checks what the rule computed.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 

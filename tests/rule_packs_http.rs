@@ -3,6 +3,14 @@
 //! and compared with the same comparator `cardinal test` uses: status, cards (through each folder's
 //! `aliases.toml`), facts and rule errors. (`why_not` needs every rule's outcome, which only the
 //! in-process runner sees.) All failures are reported at once.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 

@@ -1,6 +1,14 @@
 //! Rule authoring tools as an informaticist uses them: `cardinal test` (passing, failing and broken
 //! packs, `--filter`), `cardinal explain` (text and JSON), the HTTP explain endpoint (on and off),
 //! the comparator on its own, the converted opioid cases, and the repository's own rules and tests.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 

@@ -1,6 +1,14 @@
 //! The request path under hostile or excessive use, against real servers on 127.0.0.1: admission
 //! control (503 + `Retry-After` / `UNAVAILABLE`, readiness), caught panics, connection timeouts,
 //! response caps, Content-Type, safe defaults and a shutdown with a deadline.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 

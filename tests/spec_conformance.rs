@@ -6,6 +6,14 @@
 //! without being classified, so no example is skipped silently. Examples that deviate from the spec
 //! (fragments, a card without `indicator`, a string prefetch value) carry the expected deviation in
 //! their classification and the tests assert exactly that deviation.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};

@@ -13,6 +13,14 @@
 //! - the Prometheus series move as hook calls, rule runs, cards, rule timeouts and unknown services
 //!   are counted (`GET /metrics`, and the same registry read in-process);
 //! - a collector that is down never stops Cardinal from starting or serving.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 #[path = "support/otlp_receiver.rs"]

@@ -4,6 +4,14 @@
 //! order, the bearer token, calls from async threads, configuration, and what a rule sees end to end
 //! through a real Cardinal HTTP server when the terminology server is slow or down. Also an optional
 //! load of the whole eCQM corpus from `../shared/` when it is present.
+// Test and benchmark code may panic: a failed check should.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 mod common;
 #[path = "support/terminology_server.rs"]

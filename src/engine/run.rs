@@ -194,7 +194,7 @@ fn is_system(err: &EvalAltResult) -> bool {
 /// Rhai appends ` (line 3, position 7)`; the location travels in its own fields.
 fn strip_position(message: &str) -> String {
     match message.rfind(" (line ") {
-        Some(i) if message.ends_with(')') => message[..i].to_owned(),
+        Some(i) if message.ends_with(')') => message.get(..i).unwrap_or(message).to_owned(),
         _ => message.to_owned(),
     }
 }

@@ -28,6 +28,13 @@ pub enum TooDeep {
     Nesting,
     #[error("nests JSON deeper than {MAX_JSON_DEPTH} levels")]
     Json,
+    /// Text the reader can keep but JSON cannot represent: a lone UTF-16 surrogate escape
+    /// (`"\ud800"`) or a number beyond a 64-bit float (`1e400`). Kept, it would read as nothing
+    /// when a rule opens the resource, silently hiding every other field.
+    #[error(
+        "holds a string or number JSON cannot represent (a lone surrogate escape, or a number out of range)"
+    )]
+    Unrepresentable,
 }
 
 impl TooDeep {
@@ -98,6 +105,45 @@ pub fn nests_deeper_than(text: &str, limit: usize) -> bool {
     false
 }
 
+/// Whether `text` may hold what [`TooDeep::Unrepresentable`] names: a `\u` escape of a surrogate
+/// (`\uD800`–`\uDFFF`), a number with an exponent, or a run of more than 300 digits. Cheap and
+/// conservative (text inside strings counts too): a `true` only means the text is parsed in full to
+/// find out.
+pub fn may_be_unrepresentable(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let surrogate = memchr::memmem::find_iter(bytes, b"\\u")
+        .any(|at| matches!(bytes.get(at + 2), Some(b'd' | b'D')));
+    if surrogate {
+        return true;
+    }
+    let mut digits = 0usize;
+    let mut previous = 0u8;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        if b == b'\\' && bytes.get(i) == Some(&b'u') {
+            // The hex digits of an escape (`\u00e9`) are not a number.
+            i += 5;
+            digits = 0;
+            previous = 0;
+            continue;
+        }
+        if b.is_ascii_digit() {
+            digits += 1;
+            if digits > 300 {
+                return true;
+            }
+        } else {
+            if matches!(b, b'e' | b'E') && previous.is_ascii_digit() {
+                return true;
+            }
+            digits = 0;
+        }
+        previous = b;
+    }
+    false
+}
+
 /// [`TooDeep::Json`] when `text` nests deeper than [`MAX_JSON_DEPTH`].
 pub fn check_json_depth(text: &str) -> Result<(), TooDeep> {
     if nests_deeper_than(text, MAX_JSON_DEPTH) {
@@ -113,6 +159,17 @@ mod tests {
 
     fn nested(levels: usize) -> String {
         "[".repeat(levels) + "]".repeat(levels).as_str()
+    }
+
+    #[test]
+    fn flags_surrogate_escapes_exponents_and_long_numbers_only() {
+        assert!(may_be_unrepresentable(r#"{"a": "\ud800"}"#));
+        assert!(may_be_unrepresentable(r#"{"a": "\uDFFF"}"#));
+        assert!(may_be_unrepresentable(r#"{"a": 1e400}"#));
+        assert!(may_be_unrepresentable(&format!("[{}]", "9".repeat(301))));
+        assert!(!may_be_unrepresentable(
+            r#"{"a": "\u00e9", "b": 12.5, "c": "Dose"}"#
+        ));
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::fmt;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::depth::{MAX_JSON_DEPTH, MAX_NESTING, TooDeep, nests_deeper_than};
+use super::depth::{
+    MAX_JSON_DEPTH, MAX_NESTING, TooDeep, may_be_unrepresentable, nests_deeper_than,
+};
 use super::resource::{Origin, Resource};
 use crate::cds_hooks::excerpt;
 
@@ -214,10 +216,20 @@ impl ItemSeed<'_> {
     /// Refuses fields (of a resource, counted from the resource itself) that nest too deeply.
     fn check_depth<'f, E: de::Error>(
         self,
-        mut fields: impl Iterator<Item = &'f RawValue>,
+        fields: impl Iterator<Item = &'f RawValue>,
     ) -> Result<(), E> {
-        if fields.any(|raw| nests_deeper_than(raw.get(), MAX_JSON_DEPTH - 1)) {
-            return Err(self.refuse(TooDeep::Json));
+        for raw in fields {
+            let text = raw.get();
+            if nests_deeper_than(text, MAX_JSON_DEPTH - 1) {
+                return Err(self.refuse(TooDeep::Json));
+            }
+            // Only suspicious text is parsed in full: the reader keeps fields as raw text, which
+            // serde_json does not check for lone surrogates or numbers out of range.
+            if may_be_unrepresentable(text)
+                && serde_json::from_str::<serde_json::Value>(text).is_err()
+            {
+                return Err(self.refuse(TooDeep::Unrepresentable));
+            }
         }
         Ok(())
     }

@@ -161,7 +161,7 @@ impl LoadReport {
                 .collect(),
             errors: TransportError::ALL
                 .iter()
-                .map(|k| (k.as_str(), r.errors[k.index()]))
+                .map(|k| (k.as_str(), r.errors.get(k.index()).copied().unwrap_or(0)))
                 .collect(),
             connections_opened,
             card_mismatches: r.card_mismatches,

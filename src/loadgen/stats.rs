@@ -100,7 +100,11 @@ impl Recorder {
             self.lag.saturating_record(micros(lag));
         }
         match outcome {
-            Outcome::Failed(kind) => self.errors[kind.index()] += 1,
+            Outcome::Failed(kind) => {
+                if let Some(n) = self.errors.get_mut(kind.index()) {
+                    *n += 1;
+                }
+            }
             Outcome::Answered {
                 status,
                 cards,

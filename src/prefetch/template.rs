@@ -79,27 +79,24 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = source;
         let mut offset = 0;
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Literal(rest[..start].to_owned()));
+        while let Some((literal, after)) = rest.split_once("{{") {
+            if !literal.is_empty() {
+                parts.push(Part::Literal(literal.to_owned()));
             }
-            let token_offset = offset + start;
-            let after = &rest[start + 2..];
-            let Some(end) = after.find("}}") else {
+            let token_offset = offset + literal.len();
+            let Some((name, next)) = after.split_once("}}") else {
                 return Err(TemplateError {
                     offset: token_offset,
                     message: "`{{` is not closed by `}}`".into(),
                 });
             };
-            let name = after[..end].trim();
-            let token = parse_token(name, hook).map_err(|message| TemplateError {
+            let token = parse_token(name.trim(), hook).map_err(|message| TemplateError {
                 offset: token_offset,
                 message,
             })?;
             parts.push(Part::Token(token));
-            let consumed = start + 2 + end + 2;
-            rest = &rest[consumed..];
-            offset += consumed;
+            offset += rest.len() - next.len();
+            rest = next;
         }
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
@@ -187,8 +184,11 @@ fn percent_encode_into(value: &str, out: &mut String) {
             out.push(b as char);
         } else {
             out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0x0f)] as char);
+            for nibble in [b >> 4, b & 0x0f] {
+                out.push(char::from(
+                    HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+                ));
+            }
         }
     }
 }

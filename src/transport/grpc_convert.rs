@@ -251,11 +251,13 @@ pub fn feedback(msg: &proto::SubmitFeedbackRequest) -> Result<FeedbackRequest, R
             if let Some(reason) = &f.override_reason {
                 let mut r = Map::new();
                 if let Some(c) = &reason.reason {
-                    let mut coding = serde_json::json!({"system": c.system, "code": c.code});
+                    let mut coding = Map::new();
+                    coding.insert("system".into(), Value::String(c.system.clone()));
+                    coding.insert("code".into(), Value::String(c.code.clone()));
                     if !c.display.is_empty() {
-                        coding["display"] = Value::String(c.display.clone());
+                        coding.insert("display".into(), Value::String(c.display.clone()));
                     }
-                    r.insert("reason".into(), coding);
+                    r.insert("reason".into(), Value::Object(coding));
                 }
                 if let Some(comment) = non_empty(&reason.user_comment) {
                     r.insert("userComment".into(), comment);
