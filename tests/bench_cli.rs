@@ -198,6 +198,8 @@ async fn metformin_over_http_closed_loop_open_model_and_grpc() {
     assert_eq!(report["model"], "open");
     assert_eq!(report["target_rate"].as_f64(), Some(400.0));
     assert_eq!(report["schedule_lag_ms"]["count"].as_u64(), Some(200));
+    assert_eq!(report["due"].as_u64(), Some(200), "{report:#}");
+    assert_eq!(report["backlog"].as_u64(), Some(0), "{report:#}");
 
     let grpc = bench(args(
         &[

@@ -49,7 +49,9 @@ pub struct IdleOptions {
 
 /// What became of one connection.
 struct Held {
-    connect: Result<(), TransportError>,
+    /// How long the TCP handshake took, when it completed (above a second: the server's accept
+    /// backlog was full and the kernel resent the SYN).
+    connect: Result<Duration, TransportError>,
     request: Option<Result<u16, TransportError>>,
     /// When the server closed it, after it was opened.
     closed_after: Option<Duration>,
@@ -144,7 +146,8 @@ impl HoldJob {
             Err(_) => return self.failed(TransportError::Timeout),
         };
         let _ = stream.set_nodelay(true);
-        match self.plan.take() {
+        let connect_time = opened_at.elapsed();
+        let mut held = match self.plan.take() {
             None => {
                 drop(permit);
                 let _ = self.connected.send(());
@@ -154,7 +157,9 @@ impl HoldJob {
                 self.hold_after_request(stream, &plan, opened_at, permit)
                     .await
             }
-        }
+        };
+        held.connect = Ok(connect_time);
+        held
     }
 
     fn failed(&self, kind: TransportError) -> Held {
@@ -183,7 +188,7 @@ impl HoldJob {
             _ = self.released.wait_for(|r| *r) => None,
         };
         Held {
-            connect: Ok(()),
+            connect: Ok(Duration::ZERO),
             request: None,
             closed_after,
         }
@@ -204,7 +209,7 @@ impl HoldJob {
                 drop(permit);
                 let _ = self.connected.send(());
                 return Held {
-                    connect: Ok(()),
+                    connect: Ok(Duration::ZERO),
                     request: Some(Err(TransportError::from_hyper(&e))),
                     closed_after: None,
                 };
@@ -240,7 +245,7 @@ impl HoldJob {
         // Closing the client side ends the driver task.
         drop(sender);
         Held {
-            connect: Ok(()),
+            connect: Ok(Duration::ZERO),
             request: Some(request),
             closed_after,
         }
@@ -262,9 +267,11 @@ fn report(
     let mut request_statuses = BTreeMap::new();
     let mut request_errors = 0;
     let mut closed: Vec<Duration> = Vec::new();
+    let mut connect_times: Vec<Duration> = Vec::new();
     for h in held {
-        if let Err(kind) = h.connect {
-            *connect_errors.entry(kind.as_str()).or_default() += 1;
+        match h.connect {
+            Ok(time) => connect_times.push(time),
+            Err(kind) => *connect_errors.entry(kind.as_str()).or_default() += 1,
         }
         match h.request {
             Some(Ok(status)) => *request_statuses.entry(status.to_string()).or_default() += 1,
@@ -300,6 +307,7 @@ fn report(
         closed_after_s: SecondsSummary::of(&mut closed),
         open_at_end: connected - closed_by_server.min(connected),
         connect_s: (connect_s * 1000.0).round() / 1000.0,
+        connect_time_s: SecondsSummary::of(&mut connect_times),
         nofile_limit: nofile,
         server_pid: options.server_pid,
         server_rss_kib,

@@ -47,15 +47,21 @@ pub struct LoadReport {
     pub elapsed_s: f64,
     /// Measured requests sent (= completed + transport_errors).
     pub sent: u64,
+    /// Open model: requests due in the measured time (= sent + backlog).
+    pub due: Option<u64>,
+    /// Open model: requests due but never sent, because every connection was still busy when the
+    /// run ended.
+    pub backlog: Option<u64>,
     /// Requests answered with any status (= the sum of `statuses`).
     pub completed: u64,
     pub transport_errors: u64,
     /// The rate requests actually went out at (requests/s): below `target_rate`, the generator or
     /// its connection pool could not keep up.
     pub send_rate: f64,
-    /// Answers per second.
+    /// Answers per second that arrived in the measured time (a warm-up request's answer that
+    /// arrived then included: the server delivered it then).
     pub throughput: f64,
-    /// Accepted (200 / OK) answers per second.
+    /// Accepted (200 / OK) answers per second, counted the same way.
     pub goodput: f64,
     pub accepted: u64,
     pub refused: u64,
@@ -93,6 +99,7 @@ impl LoadReport {
         first: &FirstCards,
         measure_from: Instant,
         connections_opened: u64,
+        due: Option<u64>,
     ) -> Self {
         let elapsed = r
             .last_done
@@ -129,11 +136,13 @@ impl LoadReport {
             warmup_s: options.warmup.as_secs_f64(),
             elapsed_s: round(elapsed, 3),
             sent: r.sent,
+            due,
+            backlog: due.map(|d| d.saturating_sub(r.sent)),
             completed: r.answered,
             transport_errors: r.transport_errors(),
             send_rate,
-            throughput: per_second(r.answered),
-            goodput: per_second(accepted),
+            throughput: per_second(r.window_answered),
+            goodput: per_second(r.window_accepted),
             accepted,
             refused: r.count(Class::Refused),
             latency_ms: Latencies {
@@ -214,9 +223,13 @@ impl fmt::Display for LoadReport {
             "measured       {:.2} s (after {:.2} s of warm-up)",
             self.elapsed_s, self.warmup_s
         )?;
+        let due = match (self.due, self.backlog) {
+            (Some(due), Some(backlog)) => format!(" of {due} due (backlog never sent: {backlog})"),
+            _ => String::new(),
+        };
         writeln!(
             f,
-            "requests       sent {}, answered {}, transport errors {}",
+            "requests       sent {}{due}, answered {}, transport errors {}",
             self.sent, self.completed, self.transport_errors
         )?;
         writeln!(
@@ -297,6 +310,9 @@ pub struct IdleReport {
     pub open_at_end: usize,
     /// Seconds it took to open all connections.
     pub connect_s: f64,
+    /// Each handshake's time; above a second, the server's accept backlog was full and the
+    /// kernel resent the SYN.
+    pub connect_time_s: Option<SecondsSummary>,
     /// This process's open-file limit during the run.
     pub nofile_limit: u64,
     /// With `--server-pid`: the server's resident memory (KiB) before, with the connections
@@ -328,6 +344,13 @@ impl fmt::Display for IdleReport {
             self.connect_s,
             counts(self.connect_errors.iter().map(|(k, n)| (k, *n)))
         )?;
+        if let Some(c) = &self.connect_time_s {
+            writeln!(
+                f,
+                "handshake      min {:.3} s, median {:.3} s, max {:.3} s",
+                c.min, c.p50, c.max
+            )?;
+        }
         if !self.request_statuses.is_empty() || self.request_errors > 0 {
             writeln!(
                 f,

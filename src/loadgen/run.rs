@@ -12,6 +12,11 @@
 //! a free worker that sleeps until a request is due and wakes up late (tokio's timer ticks in
 //! milliseconds) starts the clock when it actually sends. How late requests went out is reported as
 //! the schedule lag, so a generator that cannot keep up is visible.
+//!
+//! Both models stop at the end of the measured time (and let the calls in flight finish). In the
+//! open model, requests that were due but never sent because every connection stayed busy are the
+//! *backlog*: a server that cannot carry the rate and does not refuse the excess leaves one, and
+//! their latency, had they been sent, would exceed every latency reported.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,6 +151,13 @@ pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, BenchError> {
             connections_opened += opened;
         }
     }
+    let due = match options.model {
+        LoadModel::Closed => None,
+        LoadModel::Open { rate } => {
+            let scheduled = ((schedule.end - start).as_secs_f64() * rate).ceil() as u64;
+            Some(scheduled.min(limit).saturating_sub(warmup_tickets))
+        }
+    };
     let recorder = Arc::try_unwrap(recorder)
         .map_err(|_| BenchError::Usage("a worker outlived the run".into()))?
         .into_inner();
@@ -155,6 +167,7 @@ pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, BenchError> {
         &plan.first_cards,
         measure_from,
         connections_opened,
+        due,
     ))
 }
 
@@ -186,6 +199,8 @@ async fn closed_worker(mut client: Client, s: &Schedule, recorder: &SharedRecord
         let refused = outcome == Outcome::Failed(TransportError::ConnectRefused);
         if measured {
             recorder.with(|r| r.record(outcome, done - sent_at, None, sent_at, done));
+        } else if done >= s.measure_from {
+            recorder.with(|r| r.answer_in_window(&outcome, done));
         }
         if refused {
             // Nothing is listening: do not spin on refused connections for the rest of the run.
@@ -209,7 +224,8 @@ async fn open_worker(
             break;
         }
         let due = s.start + Duration::from_secs_f64(ticket as f64 / rate);
-        if due >= s.end {
+        // Past the end of the run, what is still due is the backlog: reported, not sent.
+        if due >= s.end || Instant::now() >= s.end {
             break;
         }
         let taken_at = Instant::now();
@@ -227,6 +243,8 @@ async fn open_worker(
         if ticket >= s.warmup_tickets {
             let lag = sent_at.saturating_duration_since(due);
             recorder.with(|r| r.record(outcome, done - clock_from, Some(lag), sent_at, done));
+        } else if done >= s.measure_from {
+            recorder.with(|r| r.answer_in_window(&outcome, done));
         }
     }
     client.connections_opened()

@@ -49,6 +49,10 @@ pub struct Recorder {
     pub first_send: Option<Instant>,
     pub last_send: Option<Instant>,
     pub last_done: Option<Instant>,
+    /// Answers that arrived in the measured time, warm-up requests' included: what the server
+    /// delivered then (throughput, goodput).
+    pub window_answered: u64,
+    pub window_accepted: u64,
 }
 
 impl Recorder {
@@ -69,6 +73,8 @@ impl Recorder {
             first_send: None,
             last_send: None,
             last_done: None,
+            window_answered: 0,
+            window_accepted: 0,
         })
     }
 
@@ -89,9 +95,7 @@ impl Recorder {
         if self.last_send.is_none_or(|t| sent_at > t) {
             self.last_send = Some(sent_at);
         }
-        if self.last_done.is_none_or(|t| done > t) {
-            self.last_done = Some(done);
-        }
+        self.answer_in_window(&outcome, done);
         if let Some(lag) = lag {
             self.lag.saturating_record(micros(lag));
         }
@@ -127,6 +131,20 @@ impl Recorder {
                     self.diagnostics += 1;
                     *self.diagnostic_kinds.entry(key).or_default() += 1;
                 }
+            }
+        }
+    }
+
+    /// Counts an answer that arrived in the measured time (every measured one, and a warm-up
+    /// request's that arrived late).
+    pub fn answer_in_window(&mut self, outcome: &Outcome, done: Instant) {
+        if self.last_done.is_none_or(|t| done > t) {
+            self.last_done = Some(done);
+        }
+        if let Outcome::Answered { status, .. } = outcome {
+            self.window_answered += 1;
+            if status.class() == Class::Accepted {
+                self.window_accepted += 1;
             }
         }
     }
