@@ -105,7 +105,7 @@ impl Default for Config {
             max_concurrent_evaluations: std::thread::available_parallelism()
                 .map(std::num::NonZeroUsize::get)
                 .unwrap_or(2),
-            max_queued_calls: 64,
+            max_queued_calls: 32,
             queue_timeout_ms: 500,
             max_cards_per_response: 50,
             max_response_bytes: 1024 * 1024,

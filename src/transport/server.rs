@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -90,6 +90,9 @@ pub(super) fn is_grpc(request: &Request) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
+/// Pending connections the kernel may queue before Cardinal accepts them.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// A bound, not yet serving, Cardinal server.
 pub struct Server {
     listener: TcpListener,
@@ -99,7 +102,16 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(cardinal: Cardinal, addr: SocketAddr) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A burst of new connections (an EHR's pool reconnecting after a deploy) should wait in the
+        // kernel's queue, not be dropped into SYN retransmits; the kernel caps it at somaxconn.
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         Ok(Self {
             listener,
             router: router(cardinal.clone()).await,
