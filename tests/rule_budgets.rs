@@ -142,11 +142,10 @@ fn the_same_requests_get_the_same_cards_on_a_saturated_machine() {
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 for round in 0..10 {
-                    for (i, call) in calls.iter().enumerate() {
+                    for k in 0..calls.len() {
                         // Threads start at different requests so different rules overlap.
-                        let i = (i + t + round) % calls.len();
+                        let i = (k + t + round) % calls.len();
                         seen.push((i, fingerprint(&evaluate(&cardinal, &calls[i]))));
-                        let _ = call;
                     }
                 }
                 seen
@@ -171,17 +170,12 @@ fn the_same_requests_get_the_same_cards_on_a_saturated_machine() {
     }
 }
 
+/// One service of `tests/fixtures/rules-budget/`, with the given backstop.
 fn budget_service(name: &str, backstop_ms: u64) -> Cardinal {
     let mut config = Config {
         rules_dir: project_path(&format!("tests/fixtures/rules-budget/{name}")),
         ..Config::default().development()
     };
-    // A folder with one service in it.
-    config.rules_dir = config
-        .rules_dir
-        .parent()
-        .map(|p| p.join(name))
-        .unwrap_or_default();
     config.sandbox.backstop_ms = backstop_ms;
     Cardinal::load(config).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -34,7 +34,7 @@ pub struct SandboxLimits {
 impl Default for SandboxLimits {
     fn default() -> Self {
         Self {
-            // The heaviest shipped rule uses 9,286 operations (opioid rec07 on the largest Synthea
+            // The heaviest shipped rule uses 9,040 operations (opioid rec07 on the largest Synthea
             // patient of the shared corpus): 100 times that, and at the slowest kind of operation
             // (~0.5 µs) still well inside the backstop.
             max_operations: 1_000_000,

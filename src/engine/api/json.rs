@@ -11,9 +11,8 @@ use super::resource::ResourceHandle;
 
 pub(crate) type Converted = Result<Dynamic, Box<EvalAltResult>>;
 
-/// A JSON value as a Rhai value, charged by size.
+/// A JSON value as a Rhai value, charged by size (a scalar is part of the operation that read it).
 pub(crate) fn json_to_dynamic(value: &Value) -> Converted {
-    charge(1)?;
     convert(value)
 }
 
