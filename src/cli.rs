@@ -308,10 +308,10 @@ fn check(dir: PathBuf, config: &Config) -> ExitCode {
                 registry.rule_count(),
                 dir.display()
             );
-            if let Some(local) = engine.terminology().local_source() {
-                if local.report().files > 0 {
-                    println!("terminology: {}", local.report());
-                }
+            if let Some(local) = engine.terminology().local_source()
+                && local.report().files > 0
+            {
+                println!("terminology: {}", local.report());
             }
             ExitCode::SUCCESS
         }

@@ -39,7 +39,7 @@ fn rule_source(i: usize) -> String {
     let span = lab.high - lab.low;
     let position = ((i * 37) % 140) as f64 / 100.0 - 0.2;
     let threshold = float_literal(lab.low + span * position);
-    let (op, words) = if i % 2 == 0 {
+    let (op, words) = if i.is_multiple_of(2) {
         (">", "above")
     } else {
         ("<", "below")
@@ -84,8 +84,12 @@ fn rule_source(i: usize) -> String {
         );
         let _ = writeln!(src, "because(\"{name}\", dx[0]);");
     }
-    if i % 5 == 0 {
-        let indicator = if i % 10 == 0 { "warning" } else { "info" };
+    if i.is_multiple_of(5) {
+        let indicator = if i.is_multiple_of(10) {
+            "warning"
+        } else {
+            "info"
+        };
         let _ = writeln!(
             src,
             "card(#{{ summary: `{} ${{value}} {}: {words} ${{THRESHOLD}}`, indicator: \"{indicator}\", \

@@ -80,10 +80,10 @@ fn run(dog: &Watchdog) {
     loop {
         let now = Instant::now();
         while pending.peek().is_some_and(|Reverse(e)| e.at <= now) {
-            if let Some(Reverse(entry)) = pending.pop() {
-                if entry.live.strong_count() > 0 {
-                    ALARMS.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(Reverse(entry)) = pending.pop()
+                && entry.live.strong_count() > 0
+            {
+                ALARMS.fetch_add(1, Ordering::Relaxed);
             }
         }
         pending = match pending.peek().map(|Reverse(e)| e.at) {

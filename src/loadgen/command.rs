@@ -113,13 +113,13 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode, BenchError> {
     if args.timeout.is_zero() || args.timeout > MAX_DURATION {
         return Err(usage("--timeout must be above 0 and at most 300s"));
     }
-    if let Some(d) = args.duration {
-        if d.is_zero() || d > MAX_DURATION {
-            return Err(usage(format!(
-                "--duration must be above 0 and at most {} s",
-                MAX_DURATION.as_secs()
-            )));
-        }
+    if let Some(d) = args.duration
+        && (d.is_zero() || d > MAX_DURATION)
+    {
+        return Err(usage(format!(
+            "--duration must be above 0 and at most {} s",
+            MAX_DURATION.as_secs()
+        )));
     }
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -59,12 +59,12 @@ impl Workload {
             )));
         };
         let evaluation_time = evaluation_time.or(case_time);
-        if let Some(time) = &evaluation_time {
-            if parse_evaluation_time(time).is_none() {
-                return Err(BenchError::Usage(format!(
-                    "--evaluation-time `{time}` is not an RFC 3339 date-time or a date"
-                )));
-            }
+        if let Some(time) = &evaluation_time
+            && parse_evaluation_time(time).is_none()
+        {
+            return Err(BenchError::Usage(format!(
+                "--evaluation-time `{time}` is not an RFC 3339 date-time or a date"
+            )));
         }
         Self::from_request(&request, service, evaluation_time)
     }

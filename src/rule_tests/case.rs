@@ -99,13 +99,13 @@ impl TestCase {
         if case.service.trim().is_empty() {
             return Err(CaseError::new(path, "`service` must not be empty"));
         }
-        if let Some(time) = &case.evaluation_time {
-            if parse_evaluation_time(time).is_none() {
-                return Err(CaseError::new(
-                    path,
-                    "`evaluation_time` must be an RFC 3339 date-time or a date (YYYY-MM-DD)",
-                ));
-            }
+        if let Some(time) = &case.evaluation_time
+            && parse_evaluation_time(time).is_none()
+        {
+            return Err(CaseError::new(
+                path,
+                "`evaluation_time` must be an RFC 3339 date-time or a date (YYYY-MM-DD)",
+            ));
         }
         if !(100..=599).contains(&case.expect.status) {
             return Err(CaseError::new(

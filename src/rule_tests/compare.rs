@@ -300,10 +300,10 @@ pub fn compare(expect: &Expectation, actual: &Actual, aliases: &Aliases) -> Vec<
         )];
     };
     let mut mismatches = Vec::new();
-    if let Some(cards) = &expect.cards {
-        if let Some(m) = compare_cards(cards, &response.cards, aliases) {
-            mismatches.push(m);
-        }
+    if let Some(cards) = &expect.cards
+        && let Some(m) = compare_cards(cards, &response.cards, aliases)
+    {
+        mismatches.push(m);
     }
     for fact in &expect.facts {
         if let Some(m) = find_fact(fact, &response.cards) {
@@ -334,13 +334,13 @@ fn same_card(expected: &ExpectedCard, card: &Card, aliases: &Aliases) -> bool {
 /// Source label and detail texts; `None` when they hold (or are not asked for).
 fn extra_checks(expected: &ExpectedCard, card: &Card) -> Option<String> {
     let mut problems = Vec::new();
-    if let Some(label) = &expected.source_label {
-        if *label != card.source.label {
-            problems.push(format!(
-                "source label \"{}\", expected \"{label}\"",
-                card.source.label
-            ));
-        }
+    if let Some(label) = &expected.source_label
+        && *label != card.source.label
+    {
+        problems.push(format!(
+            "source label \"{}\", expected \"{label}\"",
+            card.source.label
+        ));
     }
     let detail = card.detail.as_deref().unwrap_or_default();
     for text in &expected.detail_contains {

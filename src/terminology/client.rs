@@ -351,14 +351,14 @@ impl Client {
             let expansion = body
                 .get("expansion")
                 .ok_or_else(|| server_error(op, url, "the answer has no `expansion`"))?;
-            if let Some(echoed) = expansion.get("offset").and_then(Value::as_u64) {
-                if echoed != offset as u64 {
-                    return Err(server_error(
-                        op,
-                        url,
-                        format!("asked for offset {offset}, got {echoed}"),
-                    ));
-                }
+            if let Some(echoed) = expansion.get("offset").and_then(Value::as_u64)
+                && echoed != offset as u64
+            {
+                return Err(server_error(
+                    op,
+                    url,
+                    format!("asked for offset {offset}, got {echoed}"),
+                ));
             }
             let contains = expansion
                 .get("contains")

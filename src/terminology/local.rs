@@ -398,10 +398,10 @@ fn collect_concepts(
             .into_iter()
             .flatten()
         {
-            if property.get("code").and_then(Value::as_str) == Some("parent") {
-                if let Some(p) = property.get("valueCode").and_then(Value::as_str) {
-                    out.push((code.into(), None, Some(p.into())));
-                }
+            if property.get("code").and_then(Value::as_str) == Some("parent")
+                && let Some(p) = property.get("valueCode").and_then(Value::as_str)
+            {
+                out.push((code.into(), None, Some(p.into())));
             }
         }
         if let Some(children) = concept.get("concept").and_then(Value::as_array) {

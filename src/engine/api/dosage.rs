@@ -142,12 +142,10 @@ fn dose_of(dosage: &Dynamic) -> Dynamic {
         } else if let Some(high) = field(entry, "doseRange")
             .and_then(map_of)
             .and_then(|r| field(&r, "high").and_then(map_of))
-        {
-            if let (Some(value), Ok(unit)) =
+            && let (Some(value), Ok(unit)) =
                 (field(&high, "value").and_then(number), dose_unit(&high))
-            {
-                doses.push((value, unit, Some("dose range: the high value was used")));
-            }
+        {
+            doses.push((value, unit, Some("dose range: the high value was used")));
         }
     }
     let several = doses.len() > 1;
