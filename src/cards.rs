@@ -264,22 +264,37 @@ impl Default for ResponseLimits {
     }
 }
 
+/// What every card and the response are stamped with.
+#[derive(Debug, Clone)]
+pub struct Stamp<'a> {
+    pub service_id: &'a str,
+    /// "Now" for the rules.
+    pub evaluated_at: DateTime<Utc>,
+    pub trace_id: Option<String>,
+    /// The version of the rule set that produced the response.
+    pub rule_set: &'a str,
+}
+
 /// The response to a call: the cards of every rule that fired, in rule order, each explained; and a
 /// diagnostic for every rule that failed. A rule whose cards would take the response past `limits`
 /// contributes none of them and is reported instead (kind `response-limit`); the rules before and
 /// after it are answered as usual.
 pub fn response(
-    service_id: &str,
+    stamp: &Stamp<'_>,
     outcomes: &[RuleOutcome],
-    evaluated_at: DateTime<Utc>,
-    trace_id: Option<String>,
     limits: ResponseLimits,
 ) -> HookResponse {
-    let evaluated_at = evaluated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let service_id = stamp.service_id;
+    let trace_id = stamp.trace_id.clone();
+    let rule_set = stamp.rule_set.to_owned();
+    let evaluated_at = stamp
+        .evaluated_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut cards = Vec::new();
     let mut bytes = 0usize;
     let mut diagnostics = Vec::new();
-    for outcome in outcomes {
+    // Silent and candidate rules are recorded elsewhere; the EHR sees only the rules in use.
+    for outcome in outcomes.iter().filter(|o| o.mode.is_active()) {
         match &outcome.verdict {
             Verdict::Fired => {
                 let finished: Vec<Card> = outcome
@@ -293,6 +308,7 @@ pub fn response(
                             facts: outcome.facts.clone(),
                             evaluated_at: evaluated_at.clone(),
                             trace_id: trace_id.clone(),
+                            rule_set: Some(rule_set.clone()),
                         };
                         finish(card.clone(), explanation)
                     })
@@ -337,6 +353,7 @@ pub fn response(
         extension: ResponseExtension {
             diagnostics,
             trace_id,
+            rule_set: Some(rule_set),
         },
     }
 }

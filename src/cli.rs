@@ -12,7 +12,7 @@ use cardinal::cds_hooks::HookRequest;
 use cardinal::config::Config;
 use cardinal::evaluator::{CallOptions, Cardinal, parse_evaluation_time};
 use cardinal::explain::ExplainReport;
-use cardinal::registry;
+use cardinal::rule_set::RuleSet;
 use cardinal::rule_tests::{self, report};
 use cardinal::telemetry;
 use cardinal::transport::Server;
@@ -179,6 +179,7 @@ fn test(dir: PathBuf, filter: Option<&str>, config: &Config) -> ExitCode {
             if !result.passed() {
                 print!("{}", report::failure_details(&result));
             }
+            print!("{}", report::candidate_details(&result));
             results.push(result);
         }
     }
@@ -192,6 +193,9 @@ fn test(dir: PathBuf, filter: Option<&str>, config: &Config) -> ExitCode {
         }
     }
     println!("{}", report::summary_line(&results));
+    if let Some(line) = report::candidate_summary(&results) {
+        println!("{line}");
+    }
     if results.iter().all(|r| r.passed()) {
         ExitCode::SUCCESS
     } else {
@@ -280,7 +284,7 @@ fn explain(
         Ok(e) => e,
         Err(e) => return refused(e.http_status(), e.to_string()),
     };
-    let report = ExplainReport::new(&cardinal, &evaluation);
+    let report = ExplainReport::new(&evaluation);
     if json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
@@ -297,18 +301,25 @@ fn check(dir: PathBuf, config: &Config) -> ExitCode {
         rules_dir: dir.clone(),
         ..config.clone()
     };
-    match Cardinal::engine(&config).and_then(|engine| {
-        let registry = registry::load(&dir, &engine)?;
-        Ok((engine, registry))
-    }) {
-        Ok((engine, registry)) => {
+    match cardinal::evaluator::remote_terminology(&config)
+        .and_then(|remote| RuleSet::load(&config, remote))
+    {
+        Ok(rule_set) => {
+            let registry = rule_set.registry();
+            let candidates: usize = registry.services().map(|s| s.candidates.len()).sum();
             println!(
-                "ok: {} services, {} rules in {}",
+                "ok: {} services, {} rules{} in {} (rule set {})",
                 registry.len(),
                 registry.rule_count(),
-                dir.display()
+                if candidates > 0 {
+                    format!(", {candidates} candidates")
+                } else {
+                    String::new()
+                },
+                dir.display(),
+                rule_set.version()
             );
-            if let Some(local) = engine.terminology().local_source()
+            if let Some(local) = rule_set.engine().terminology().local_source()
                 && local.report().files > 0
             {
                 println!("terminology: {}", local.report());
@@ -319,9 +330,24 @@ fn check(dir: PathBuf, config: &Config) -> ExitCode {
             for error in &errors.0 {
                 eprintln!("{error}");
             }
-            eprintln!("{} error(s) in {}", errors.0.len(), dir.display());
+            eprintln!(
+                "{} error(s) in {}{}",
+                errors.0.len(),
+                dir.display(),
+                affected(&errors)
+            );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `; services affected: a, b` for a load failure's message.
+fn affected(errors: &cardinal::registry::LoadErrors) -> String {
+    let services = errors.affected_services();
+    if services.is_empty() {
+        String::new()
+    } else {
+        format!("; services affected: {}", services.join(", "))
     }
 }
 
@@ -342,6 +368,7 @@ fn serve(config: Config, dev: bool) -> anyhow::Result<ExitCode> {
         }
         let listen = config.listen;
         let rules_dir = config.rules_dir.clone();
+        let reload = config.reload.clone();
         let cardinal = match Cardinal::load(config) {
             Ok(c) => c,
             Err(errors) => {
@@ -349,19 +376,38 @@ fn serve(config: Config, dev: bool) -> anyhow::Result<ExitCode> {
                     eprintln!("{error}");
                 }
                 anyhow::bail!(
-                    "refusing to start: {} error(s) in rules directory {}",
+                    "refusing to start: {} error(s) in rules directory {}{}",
                     errors.0.len(),
-                    rules_dir.display()
+                    rules_dir.display(),
+                    affected(&errors)
                 );
             }
         };
-        let services = cardinal.registry().len();
-        let rules = cardinal.registry().rule_count();
+        let rule_set = cardinal.rule_set();
+        let services = rule_set.registry().len();
+        let rules = rule_set.registry().rule_count();
+        let version = rule_set.version().to_owned();
+        drop(rule_set);
         let server = Server::bind(cardinal.clone(), listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = server.local_addr()?;
-        tracing::info!(%addr, services, rules, "cardinal listening (HTTP/JSON and gRPC)");
+        #[cfg(unix)]
+        tokio::spawn(cardinal::reload::on_hangup(cardinal.clone()));
+        // Dropping the watcher stops it: it lives as long as the server.
+        let _watcher = if reload.watch {
+            let debounce = std::time::Duration::from_millis(reload.debounce_ms);
+            match cardinal::reload::watch(cardinal.clone(), debounce) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rules directory not watched; reload with SIGHUP or the admin call");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        tracing::info!(%addr, services, rules, rule_set = %version, "cardinal listening (HTTP/JSON and gRPC)");
         server.serve(shutdown_signal()).await?;
         // Flushes pending metrics; traces are flushed when `_telemetry` is dropped.
         cardinal.metrics().shutdown();

@@ -58,6 +58,29 @@ pub struct Config {
     pub prefetch: PrefetchConfig,
     /// Connections: limits, timeouts, graceful shutdown.
     pub server: ServerConfig,
+    /// Hot reload of the rules directory.
+    pub reload: ReloadConfig,
+}
+
+/// Hot reload: a new rule set is loaded, compiled and tested beside the one serving, and swapped in
+/// only when all of that succeeds. SIGHUP and the admin call always reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when a file in the rules directory changes (including a Kubernetes ConfigMap update).
+    pub watch: bool,
+    /// A burst of file events (an editor saving, `git pull`, a ConfigMap swap) becomes one reload
+    /// once the directory has been quiet this long.
+    pub debounce_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce_ms: 500,
+        }
+    }
 }
 
 /// Connection handling. The defaults close connections that hold resources without sending a
@@ -116,6 +139,7 @@ impl Default for Config {
             terminology: TerminologyConfig::default(),
             prefetch: PrefetchConfig::default(),
             server: ServerConfig::default(),
+            reload: ReloadConfig::default(),
         }
     }
 }
@@ -212,6 +236,9 @@ impl Config {
             || self.sandbox.backstop_ms == 0
         {
             return Err(ConfigError("sandbox limits must be positive".into()));
+        }
+        if self.reload.debounce_ms == 0 {
+            return Err(ConfigError("reload.debounce_ms must be positive".into()));
         }
         self.terminology.validate().map_err(ConfigError)?;
         if self.prefetch.deadline_ms == 0

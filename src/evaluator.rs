@@ -1,9 +1,10 @@
 //! The one evaluation path. Both transports hand a validated [`HookRequest`] to [`Cardinal::call`];
 //! the CLI (`cardinal test`, `explain`) uses [`Cardinal::evaluate`] in-process the same way.
 //!
-//! request → service lookup → hook and context checks → prefetch (fetch what is missing, or 412)
-//!   → patient context (parse once, index) → each rule in the sandbox → cards with explanations
-//!   + diagnostics
+//! request → the serving rule set, taken once → service lookup → hook and context checks →
+//!   prefetch (fetch what is missing, or 412) → patient context (parse once, index) → each rule in
+//!   the sandbox (active and silent rules, then candidates) → cards with explanations (active rules
+//!   only) + diagnostics, stamped with the rule-set version
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,18 +15,22 @@ use tracing::Instrument;
 
 use crate::admission::{Admission, Overloaded, Ticket};
 
+use crate::candidate::Disagreement;
 use crate::cards;
 use crate::cds_hooks::context as hook_context;
 use crate::cds_hooks::{
     Discovery, EXTENSION_EVALUATION_TIME, FeedbackRequest, HookRequest, HookResponse, RequestError,
 };
 use crate::config::Config;
-use crate::engine::{CallBudget, CompileError, RuleEngine, RuleInput, RuleOutcome, Verdict};
+use crate::engine::{
+    CallBudget, CompileError, CompiledRule, RuleEngine, RuleInput, RuleMode, RuleOutcome, Verdict,
+};
 use crate::patient::PatientContext;
 use crate::prefetch::{self, Prefetcher};
-use crate::registry::{self, CdsService, LoadErrors, Registry};
+use crate::registry::{CdsService, LoadErrors};
+use crate::rule_set::{RuleSet, RuleSets};
 use crate::telemetry::{self, Metrics};
-use crate::terminology::{LocalTerminology, Terminology, TerminologyError};
+use crate::terminology::{RemoteTerminology, Terminology, TerminologyError};
 
 /// Why a call was refused or failed. Messages never contain patient data.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,9 @@ pub struct CallOptions {
     /// The call's admission, taken by the transport on arrival. Without one (in-process callers),
     /// `Cardinal::call` admits the call itself.
     pub admission: Option<Arc<Ticket>>,
+    /// The rule set the call runs on, taken on arrival ([`Cardinal::call_target`]). Without one,
+    /// the call takes the serving set when it starts.
+    pub rule_set: Option<Arc<RuleSet>>,
 }
 
 /// A finished evaluation: the response and, for explanation and metrics, every rule's outcome.
@@ -72,12 +80,19 @@ pub struct CallOptions {
 pub struct Evaluation {
     pub service_id: String,
     pub response: HookResponse,
+    /// Every rule's outcome: active, silent and candidate (after the rules they are candidates for).
     pub outcomes: Vec<RuleOutcome>,
+    /// Where a candidate and the rule in use disagreed.
+    pub disagreements: Vec<Disagreement>,
+    /// The rule set that produced it.
+    pub rule_set: Arc<RuleSet>,
     pub evaluated_at: DateTime<Utc>,
     pub duration: Duration,
 }
 
-/// Cardinal's core: the services, the rule engine and the configuration. Cheap to clone.
+/// Cardinal's core: the rule set serving now, and what outlives rule-set reloads (configuration,
+/// admission control, metrics, the prefetch client, the terminology server's client and cache).
+/// Cheap to clone.
 ///
 /// Evaluating a hook call in-process, as the servers and the CLI do:
 ///
@@ -100,8 +115,8 @@ pub struct Evaluation {
 /// ```
 #[derive(Clone)]
 pub struct Cardinal {
-    registry: Arc<Registry>,
-    engine: RuleEngine,
+    rule_sets: Arc<RuleSets>,
+    remote_terminology: Option<Arc<RemoteTerminology>>,
     config: Arc<Config>,
     admission: Admission,
     metrics: Arc<Metrics>,
@@ -119,77 +134,68 @@ pub fn parse_evaluation_time(text: &str) -> Option<DateTime<Utc>> {
 }
 
 impl Cardinal {
-    /// Loads the terminology and compiles the rules directory named by `config`.
+    /// Starts the terminology server client (when configured) and loads the rules directory named
+    /// by `config`.
     pub fn load(config: Config) -> Result<Self, LoadErrors> {
-        let engine = Self::engine(&config)?;
-        let registry = registry::load(&config.rules_dir, &engine)?;
-        // Remote value sets the rules name are expanded once, so membership needs no per-code call.
-        engine.terminology().pre_expand(&registry.value_sets());
-        Ok(Self::new(config, registry, engine))
+        let remote = remote_terminology(&config)?;
+        let rule_set = RuleSet::load(&config, remote.clone())?;
+        rule_set.pre_expand();
+        Ok(Self::new(config, rule_set, remote))
     }
 
-    /// The rule engine for `config`: sandbox limits plus the terminology sources (the value sets
-    /// shipped with the rules, and a remote terminology server when configured).
-    pub fn engine(config: &Config) -> Result<RuleEngine, LoadErrors> {
-        let load_errors = |errors: Vec<TerminologyError>| {
-            LoadErrors(
-                errors
-                    .into_iter()
-                    .map(|e| CompileError {
-                        path: config.rules_dir.clone(),
-                        line: None,
-                        column: None,
-                        message: e.to_string(),
-                    })
-                    .collect(),
-            )
-        };
-        let local = LocalTerminology::load_rules_dir(&config.rules_dir).map_err(load_errors)?;
-        let report = local.report();
-        if report.files > 0 {
-            tracing::info!(
-                value_sets = report.value_sets,
-                codes = report.codes,
-                code_systems = report.code_systems,
-                load_ms = report.elapsed.as_secs_f64() * 1000.0,
-                approx_bytes = report.approx_bytes,
-                "terminology loaded"
-            );
-        }
-        let terminology = Terminology::from_config(&config.terminology, local)
-            .map_err(|e| load_errors(vec![e]))?;
-        if let Some(remote) = terminology.remote_source() {
-            tracing::info!(
-                sources = ?terminology.source_names(),
-                base_url = remote.base_url(),
-                "terminology server configured"
-            );
-        }
-        let terminology = Arc::new(terminology);
-        Ok(RuleEngine::with_terminology(
-            config.sandbox.clone(),
-            terminology,
-        ))
-    }
-
-    pub fn new(config: Config, registry: Registry, engine: RuleEngine) -> Self {
+    /// Cardinal serving `rule_set`; `remote` is the terminology server client its engine uses, if
+    /// any (kept for the rule sets later reloads build).
+    pub fn new(config: Config, rule_set: RuleSet, remote: Option<Arc<RemoteTerminology>>) -> Self {
         // OTLP metric export needs a Tokio runtime; the CLI's in-process commands have none.
         let otlp =
             telemetry::otlp_endpoint().is_some() && tokio::runtime::Handle::try_current().is_ok();
         let metrics = Metrics::new(otlp);
-        metrics.observe_terminology(engine.shared_terminology());
+        metrics.observe_terminology(remote.clone());
         Self {
             metrics: Arc::new(metrics),
             admission: Admission::new(config.admission()),
             prefetcher: Prefetcher::new(&config.prefetch, config.max_body_bytes),
-            registry: Arc::new(registry),
-            engine,
+            rule_sets: Arc::new(RuleSets::new(rule_set)),
+            remote_terminology: remote,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Cardinal for a rule set that does not serve: a reload runs the new set's test cases on it
+    /// before the swap. Its metrics are its own (test runs are not production calls) and callers may
+    /// pin the evaluation time, as test cases do.
+    pub fn detached(&self, rule_set: Arc<RuleSet>) -> Self {
+        let config = Config {
+            allow_evaluation_time_override: true,
+            ..(*self.config).clone()
+        };
+        Self {
+            metrics: Arc::new(Metrics::new(false)),
+            admission: Admission::new(config.admission()),
+            prefetcher: self.prefetcher.clone(),
+            rule_sets: Arc::new(RuleSets::from_shared(rule_set)),
+            remote_terminology: self.remote_terminology.clone(),
             config: Arc::new(config),
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The rule set serving now. A call takes it once, on arrival.
+    pub fn rule_set(&self) -> Arc<RuleSet> {
+        self.rule_sets.current()
+    }
+
+    /// The serving rule set and its reloads.
+    pub fn rule_sets(&self) -> &RuleSets {
+        &self.rule_sets
+    }
+
+    /// The terminology server client, shared by every rule set.
+    pub fn remote_terminology(&self) -> Option<&Arc<RemoteTerminology>> {
+        self.remote_terminology.as_ref()
     }
 
     /// Admission control: callers admit a hook call on arrival, before reading its body.
@@ -209,44 +215,56 @@ impl Cardinal {
         &self.metrics
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// The terminology rules consult (sources, cache statistics).
-    pub fn terminology(&self) -> &Terminology {
-        self.engine.terminology()
+    /// The terminology the serving rule set's rules consult (sources, cache statistics).
+    pub fn terminology(&self) -> Arc<Terminology> {
+        self.rule_set().engine().shared_terminology()
     }
 
     pub fn discovery(&self) -> Discovery {
+        let rule_set = self.rule_set();
         Discovery {
-            services: self.registry.services().map(|s| s.descriptor()).collect(),
+            services: rule_set
+                .registry()
+                .services()
+                .map(|s| s.descriptor())
+                .collect(),
         }
     }
 
-    pub fn service(&self, id: &str) -> Result<&Arc<CdsService>, CallError> {
-        self.registry
-            .get(id)
+    /// A service of the serving rule set.
+    pub fn service(&self, id: &str) -> Result<Arc<CdsService>, CallError> {
+        self.rule_set()
+            .service(id)
+            .cloned()
             .ok_or_else(|| CallError::UnknownService(id.to_owned()))
     }
 
-    /// The service a hook call names. An unknown one is refused here, before the body is read, and
-    /// counted as a 404 of service `unknown` (caller-given ids never become metric labels).
-    pub fn call_target(&self, id: &str) -> Result<&Arc<CdsService>, CallError> {
-        self.service(id).inspect_err(|_| {
-            self.metrics
-                .hook_call("unknown", 404, std::time::Duration::ZERO)
-        })
+    /// The rule set a hook call will run on, if it has the service the call names: transports take
+    /// it on arrival and pass it on in [`CallOptions::rule_set`]. An unknown service is refused here,
+    /// before the body is read, and counted as a 404 of service `unknown` (caller-given ids never
+    /// become metric labels).
+    pub fn call_target(&self, id: &str) -> Result<Arc<RuleSet>, CallError> {
+        let rule_set = self.rule_set();
+        if rule_set.service(id).is_some() {
+            return Ok(rule_set);
+        }
+        self.metrics
+            .hook_call("unknown", 404, std::time::Duration::ZERO);
+        Err(CallError::UnknownService(id.to_owned()))
     }
 
     /// Finds the service, checks the request against it and settles the evaluation time.
     fn check(
         &self,
+        rule_set: &RuleSet,
         service_id: &str,
         request: &HookRequest,
         options: &CallOptions,
     ) -> Result<(Arc<CdsService>, DateTime<Utc>), CallError> {
-        let service = Arc::clone(self.service(service_id)?);
+        let service = rule_set
+            .service(service_id)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownService(service_id.to_owned()))?;
         if request.hook != service.hook() {
             return Err(RequestError::HookMismatch {
                 service: service.id().to_owned(),
@@ -286,21 +304,24 @@ impl Cardinal {
     }
 
     /// Fetches the prefetch the EHR did not send, then evaluates the hook call off the async
-    /// runtime, at most `max_concurrent_evaluations` at once. Traced as a `cds_hooks.call` span (ids,
-    /// counts and status only) and counted in the metrics.
+    /// runtime, at most `max_concurrent_evaluations` at once, on the rule set it took on arrival.
+    /// Traced as a `cds_hooks.call` span (ids, versions, counts and status only) and counted in the
+    /// metrics.
     pub async fn call(
         &self,
         service_id: &str,
         request: HookRequest,
-        options: CallOptions,
+        mut options: CallOptions,
     ) -> Result<Evaluation, CallError> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
+        let rule_set = options.rule_set.take().unwrap_or_else(|| self.rule_set());
         let span = tracing::info_span!(
             "cds_hooks.call",
             cds.service.id = %service_id,
             cds.hook = %request.hook,
             cds.hook_instance = %request.hook_instance,
+            cds.rule_set.version = %rule_set.version(),
             // Logs inside the call carry it, so a log line leads to its trace.
             trace_id = options.trace_id.as_deref().unwrap_or_default(),
             cds.cards = tracing::field::Empty,
@@ -308,8 +329,14 @@ impl Cardinal {
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
+        // Unknown ids come from callers: one label for all of them keeps the metric bounded.
+        let label = if rule_set.service(service_id).is_some() {
+            service_id
+        } else {
+            "unknown"
+        };
         let result = self
-            .call_in_span(service_id, request, options)
+            .call_in_span(rule_set.clone(), service_id, request, options)
             .instrument(span.clone())
             .await;
         let status = match &result {
@@ -327,18 +354,13 @@ impl Cardinal {
             }
         };
         span.record("http.response.status_code", status);
-        // Unknown ids come from callers: one label for all of them keeps the metric bounded.
-        let label = if self.registry.get(service_id).is_some() {
-            service_id
-        } else {
-            "unknown"
-        };
         self.metrics.hook_call(label, status, started.elapsed());
         result
     }
 
     async fn call_in_span(
         &self,
+        rule_set: Arc<RuleSet>,
         service_id: &str,
         mut request: HookRequest,
         mut options: CallOptions,
@@ -347,7 +369,7 @@ impl Cardinal {
             Some(ticket) => ticket,
             None => Arc::new(self.admit()?),
         };
-        let (service, now) = self.check(service_id, &request, &options)?;
+        let (service, now) = self.check(&rule_set, service_id, &request, &options)?;
         self.prefetcher
             .reconcile(&service.prefetch, &mut request)
             .await?;
@@ -360,7 +382,9 @@ impl Cardinal {
         // The blocking pool does not inherit the span: carry it, so rule spans are its children.
         let span = tracing::Span::current();
         let evaluation = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| this.evaluate_admitted(&service, request, now, options.trace_id))
+            span.in_scope(|| {
+                this.evaluate_admitted(&rule_set, &service, request, now, options.trace_id)
+            })
         })
         .await
         .map_err(|_| {
@@ -373,6 +397,7 @@ impl Cardinal {
         tracing::info!(
             service = %evaluation.service_id,
             hook_instance = %hook_instance,
+            rule_set = %evaluation.rule_set.version(),
             cards = evaluation.response.cards.len(),
             rule_errors = evaluation.response.extension.diagnostics.len(),
             duration_us = evaluation.duration.as_micros() as u64,
@@ -381,27 +406,30 @@ impl Cardinal {
         Ok(evaluation)
     }
 
-    /// The same evaluation, synchronously (CLI, benchmarks). Nothing is fetched: every required
-    /// prefetch key must be in the request.
+    /// The same evaluation, synchronously (CLI, benchmarks), on the serving rule set (or the one in
+    /// `options`). Nothing is fetched: every required prefetch key must be in the request.
     pub fn evaluate(
         &self,
         service_id: &str,
         mut request: HookRequest,
-        options: CallOptions,
+        mut options: CallOptions,
     ) -> Result<Evaluation, CallError> {
-        let (service, now) = self.check(service_id, &request, &options)?;
+        let rule_set = options.rule_set.take().unwrap_or_else(|| self.rule_set());
+        let (service, now) = self.check(&rule_set, service_id, &request, &options)?;
         prefetch::require_provided(&service.prefetch, &mut request)?;
-        Ok(self.evaluate_admitted(&service, request, now, options.trace_id))
+        Ok(self.evaluate_admitted(&rule_set, &service, request, now, options.trace_id))
     }
 
     fn evaluate_admitted(
         &self,
+        rule_set: &Arc<RuleSet>,
         service: &CdsService,
         request: HookRequest,
         now: DateTime<Utc>,
         trace_id: Option<String>,
     ) -> Evaluation {
         let started = Instant::now();
+        let engine = rule_set.engine();
         let patient = PatientContext::build(request.context, request.prefetch);
         let input = RuleInput {
             patient,
@@ -409,60 +437,107 @@ impl Cardinal {
             service_id: service.id().to_owned(),
             now,
             default_source: service.default_source(),
-            budget: Arc::new(CallBudget::new(self.engine.limits(), started)),
+            budget: Arc::new(CallBudget::new(engine.limits(), started)),
             data: service.data.clone(),
         };
-        let outcomes: Vec<RuleOutcome> = service
+        let mut outcomes: Vec<RuleOutcome> = service
             .rules
             .iter()
-            .map(|rule| {
-                let span = tracing::info_span!(
-                    "rule",
-                    cds.rule.id = %rule.id,
-                    cds.rule.version = %rule.version,
-                    cds.rule.outcome = tracing::field::Empty,
-                    cds.rule.error_kind = tracing::field::Empty,
-                    cds.rule.operations = tracing::field::Empty,
-                    cds.rule.duration_us = tracing::field::Empty,
-                    cds.rule.cards = tracing::field::Empty,
-                );
-                let outcome = span.in_scope(|| self.engine.run(rule, &input));
-                span.record("cds.rule.outcome", outcome.verdict.as_str());
-                span.record("cds.rule.operations", outcome.operations);
-                span.record("cds.rule.duration_us", outcome.duration.as_micros() as u64);
-                span.record("cds.rule.cards", outcome.cards.len());
-                if let Verdict::Error(e) = &outcome.verdict {
-                    span.record("cds.rule.error_kind", e.kind.as_str());
-                    span.record("otel.status_code", "ERROR");
-                    self.metrics
-                        .rule_error(service.id(), &rule.id, e.kind.as_str());
-                }
-                self.metrics.rule_run(
-                    service.id(),
-                    &rule.id,
-                    outcome.verdict.as_str(),
-                    outcome.duration,
-                );
-                for card in &outcome.cards {
-                    self.metrics
-                        .card(service.id(), &rule.id, card.indicator.as_str());
-                }
-                log_outcome(service.id(), &outcome);
-                outcome
-            })
+            .map(|rule| self.run_rule(engine, service, rule, &input))
             .collect();
+        // Candidates run after the rules in use, on what the call's budget has left: they can never
+        // take anything from the rules whose cards the clinician sees.
+        let mut disagreements = Vec::new();
+        for candidate in &service.candidates {
+            let outcome = self.run_rule(engine, service, candidate, &input);
+            let active = outcomes
+                .iter()
+                .find(|o| o.rule_id == candidate.id && o.mode != RuleMode::Candidate);
+            let disagreement = active.and_then(|active| Disagreement::between(active, &outcome));
+            self.metrics.candidate_run(
+                service.id(),
+                &candidate.id,
+                outcome.verdict.as_str(),
+                disagreement.is_some(),
+            );
+            disagreements.extend(disagreement);
+            outcomes.push(outcome);
+        }
         let limits = cards::ResponseLimits {
             max_cards: self.config.max_cards_per_response,
             max_bytes: self.config.max_response_bytes,
         };
-        let response = cards::response(service.id(), &outcomes, now, trace_id, limits);
+        let stamp = cards::Stamp {
+            service_id: service.id(),
+            evaluated_at: now,
+            trace_id,
+            rule_set: rule_set.version(),
+        };
+        let response = cards::response(&stamp, &outcomes, limits);
         Evaluation {
             service_id: service.id().to_owned(),
             response,
             outcomes,
+            disagreements,
+            rule_set: rule_set.clone(),
             evaluated_at: now,
             duration: started.elapsed(),
         }
+    }
+
+    /// Runs one rule in its own span and counts it: active and silent rules alike, except that a
+    /// silent rule's cards are counted as would-be cards.
+    fn run_rule(
+        &self,
+        engine: &RuleEngine,
+        service: &CdsService,
+        rule: &CompiledRule,
+        input: &RuleInput,
+    ) -> RuleOutcome {
+        let span = tracing::info_span!(
+            "rule",
+            cds.rule.id = %rule.id,
+            cds.rule.version = %rule.version,
+            cds.rule.mode = rule.mode.as_str(),
+            cds.rule.outcome = tracing::field::Empty,
+            cds.rule.error_kind = tracing::field::Empty,
+            cds.rule.operations = tracing::field::Empty,
+            cds.rule.duration_us = tracing::field::Empty,
+            cds.rule.cards = tracing::field::Empty,
+        );
+        let outcome = span.in_scope(|| engine.run(rule, input));
+        span.record("cds.rule.outcome", outcome.verdict.as_str());
+        span.record("cds.rule.operations", outcome.operations);
+        span.record("cds.rule.duration_us", outcome.duration.as_micros() as u64);
+        span.record("cds.rule.cards", outcome.cards.len());
+        if let Verdict::Error(e) = &outcome.verdict {
+            span.record("cds.rule.error_kind", e.kind.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+        log_outcome(service.id(), &outcome);
+        if rule.mode == RuleMode::Candidate {
+            // Counted by the caller, with whether it disagreed.
+            return outcome;
+        }
+        if let Verdict::Error(e) = &outcome.verdict {
+            self.metrics
+                .rule_error(service.id(), &rule.id, e.kind.as_str());
+        }
+        self.metrics.rule_run(
+            service.id(),
+            &rule.id,
+            outcome.verdict.as_str(),
+            outcome.duration,
+        );
+        for card in &outcome.cards {
+            let indicator = card.indicator.as_str();
+            if rule.mode.is_active() {
+                self.metrics.card(service.id(), &rule.id, indicator);
+            } else {
+                self.metrics.silent_card(service.id(), &rule.id, indicator);
+            }
+        }
+        outcome
     }
 
     /// Validates feedback for a service. Returns how many entries were accepted.
@@ -474,6 +549,32 @@ impl Cardinal {
         self.service(service_id)?;
         Ok(feedback.feedback.len())
     }
+}
+
+/// The terminology server client `config` asks for, started once: it and its cache outlive every
+/// rule-set reload.
+pub fn remote_terminology(config: &Config) -> Result<Option<Arc<RemoteTerminology>>, LoadErrors> {
+    let error = |e: TerminologyError| {
+        LoadErrors(vec![CompileError {
+            path: config.rules_dir.clone(),
+            line: None,
+            column: None,
+            message: e.to_string(),
+        }])
+    };
+    config
+        .terminology
+        .validate()
+        .map_err(|m| error(TerminologyError::Config(m)))?;
+    let Some(settings) = &config.terminology.remote else {
+        return Ok(None);
+    };
+    let remote = RemoteTerminology::new(settings).map_err(error)?;
+    tracing::info!(
+        base_url = remote.base_url(),
+        "terminology server configured"
+    );
+    Ok(Some(Arc::new(remote)))
 }
 
 /// Logs a rule's verdict: ids, kind and location only. Rule messages can quote patient data.

@@ -7,13 +7,13 @@
 //! data; the HTTP endpoint is off unless `explain_endpoint = true`.
 
 use std::fmt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::candidate::Disagreement;
 use crate::cds_hooks::{Card, Fact};
-use crate::engine::{RuleOutcome, Verdict};
-use crate::evaluator::{Cardinal, Evaluation};
+use crate::engine::{RuleMode, RuleOutcome, Verdict};
+use crate::evaluator::Evaluation;
 
 /// How a rule ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,10 @@ pub struct ConditionReport {
 pub struct RuleReport {
     pub rule_id: String,
     pub rule_version: String,
+    /// `active`, `silent` (evaluated, cards not returned) or `candidate` (a new version of the rule
+    /// with the same id, compared with it).
+    #[serde(default, skip_serializing_if = "is_active")]
+    pub mode: RuleMode,
     /// The rule file, relative to the rules directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -80,18 +84,28 @@ pub struct RuleReport {
     pub operations: u64,
 }
 
+fn is_active(mode: &RuleMode) -> bool {
+    mode.is_active()
+}
+
 /// Every rule of one evaluation, and the cards of the response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExplainReport {
     pub service_id: String,
     pub hook: String,
+    /// The content version of the rule set that evaluated the call.
+    #[serde(default)]
+    pub rule_set: String,
     /// "Now" for the rules, RFC 3339.
     pub evaluated_at: String,
     pub duration_us: u64,
     pub rules: Vec<RuleReport>,
     /// The cards exactly as the hook call returns them.
     pub cards: Vec<Card>,
+    /// Where a candidate and the rule in use disagreed on this call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disagreements: Vec<Disagreement>,
 }
 
 impl RuleReport {
@@ -112,6 +126,7 @@ impl RuleReport {
         Self {
             rule_id: outcome.rule_id.clone(),
             rule_version: outcome.rule_version.clone(),
+            mode: outcome.mode,
             file,
             failed_condition: (verdict == RuleVerdict::NotFired)
                 .then(|| outcome.failed_condition().map(str::to_owned))
@@ -203,17 +218,23 @@ pub fn fact_line(fact: &Fact) -> String {
 }
 
 impl ExplainReport {
-    /// The report of an evaluation by `cardinal`.
-    pub fn new(cardinal: &Cardinal, evaluation: &Evaluation) -> Self {
-        let service = cardinal.service(&evaluation.service_id).ok();
-        let rules_dir = &cardinal.config().rules_dir;
-        let file_of = |rule_id: &str| {
-            let rule = service?.rules.iter().find(|r| r.id == rule_id)?;
-            Some(relative_file(&rule.path, rules_dir))
+    /// The report of an evaluation, read against the rule set that made it.
+    pub fn new(evaluation: &Evaluation) -> Self {
+        let rule_set = &evaluation.rule_set;
+        let service = rule_set.service(&evaluation.service_id);
+        let file_of = |outcome: &RuleOutcome| {
+            let service = service?;
+            let rules = match outcome.mode {
+                RuleMode::Candidate => &service.candidates,
+                _ => &service.rules,
+            };
+            let rule = rules.iter().find(|r| r.id == outcome.rule_id)?;
+            Some(rule_set.relative_path(&rule.path))
         };
         Self {
             service_id: evaluation.service_id.clone(),
             hook: service.map(|s| s.hook().to_owned()).unwrap_or_default(),
+            rule_set: rule_set.version().to_owned(),
             evaluated_at: evaluation
                 .evaluated_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -221,9 +242,10 @@ impl ExplainReport {
             rules: evaluation
                 .outcomes
                 .iter()
-                .map(|o| RuleReport::from_outcome(o, file_of(&o.rule_id)))
+                .map(|o| RuleReport::from_outcome(o, file_of(o)))
                 .collect(),
             cards: evaluation.response.cards.clone(),
+            disagreements: evaluation.disagreements.clone(),
         }
     }
 
@@ -246,17 +268,6 @@ impl ExplainReport {
     }
 }
 
-/// A rule file's path relative to the rules directory (its file name when it is elsewhere), so the
-/// report never carries the server's absolute paths.
-fn relative_file(path: &Path, rules_dir: &Path) -> String {
-    path.strip_prefix(rules_dir)
-        .ok()
-        .or_else(|| path.file_name().map(Path::new))
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
-}
-
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
@@ -266,9 +277,10 @@ impl fmt::Display for ExplainReport {
         let (fired, not_fired, errors) = self.counts();
         writeln!(
             f,
-            "service {} ({}), evaluated at {}, {:.1} ms",
+            "service {} ({}), rule set {}, evaluated at {}, {:.1} ms",
             self.service_id,
             self.hook,
+            self.rule_set,
             self.evaluated_at,
             self.duration_us as f64 / 1000.0
         )?;
@@ -286,9 +298,13 @@ impl fmt::Display for ExplainReport {
                 .as_ref()
                 .map(|p| format!(" ({p})"))
                 .unwrap_or_default();
+            let mode = match rule.mode {
+                RuleMode::Active => String::new(),
+                mode => format!(" [{}]", mode.as_str()),
+            };
             writeln!(
                 f,
-                "rule {} {}{file}: {}",
+                "rule {} {}{mode}{file}: {}",
                 rule.rule_id,
                 rule.rule_version,
                 rule.verdict_line()
@@ -318,6 +334,13 @@ impl fmt::Display for ExplainReport {
             }
         }
         writeln!(f)?;
+        if !self.disagreements.is_empty() {
+            writeln!(f, "candidates that disagree with the rule in use:")?;
+            for d in &self.disagreements {
+                writeln!(f, "  {}", d.line())?;
+            }
+            writeln!(f)?;
+        }
         if self.cards.is_empty() {
             write!(f, "cards: none")?;
         } else {

@@ -7,7 +7,9 @@
 //! - it is evaluated on one path in [`evaluator`], after [`prefetch`] has fetched what the EHR did
 //!   not send;
 //! - FHIR resources are read in one pass in [`fhir`] and indexed once per call in [`patient`];
-//! - rules run in the sandboxed [`engine`], loaded from `rules/` by [`registry`];
+//! - rules run in the sandboxed [`engine`], loaded from `rules/` by [`registry`] into a versioned,
+//!   immutable [`rule_set`] that a [`reload`] replaces atomically, after the new set's own test
+//!   cases pass; silent rules and [`candidate`] versions are evaluated and recorded, never shown;
 //! - cards are built and explained in [`cards`];
 //! - the wire model is [`cds_hooks`];
 //! - for rule authors: [`explain`] (every rule's verdict, facts and conditions) and [`rule_tests`]
@@ -15,6 +17,7 @@
 //! - for operators: [`loadgen`] (`cardinal bench`: load and idle connections, loopback only).
 
 pub mod admission;
+pub mod candidate;
 pub mod cards;
 pub mod cds_hooks;
 pub mod config;
@@ -26,6 +29,8 @@ pub mod loadgen;
 pub mod patient;
 pub mod prefetch;
 pub mod registry;
+pub mod reload;
+pub mod rule_set;
 pub mod rule_tests;
 pub mod telemetry;
 pub mod terminology;

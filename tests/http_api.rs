@@ -240,11 +240,16 @@ fn metformin_with_egfr(value: i64) -> Value {
     request
 }
 
-/// No cards, and nothing else but the trace id that lets the EHR find the call's trace.
+/// No cards, and nothing else but the trace id that lets the EHR find the call's trace and the
+/// rule-set version that answered.
 fn assert_no_cards(response: &Value) {
     assert_eq!(response["cards"], json!([]), "{response:#}");
     let extension = response["extension"].as_object().expect("extension");
-    assert_eq!(extension.len(), 1, "{response:#}");
+    assert_eq!(extension.len(), 2, "{response:#}");
+    let rule_set = extension["org.cardinalcds.ruleSet"]
+        .as_str()
+        .expect("rule set version");
+    assert_eq!(rule_set.len(), 12, "{response:#}");
     let trace_id = extension["org.cardinalcds.traceId"]
         .as_str()
         .expect("trace id");

@@ -177,7 +177,8 @@ fn explain_prints_every_rule_with_conditions_facts_and_cards() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     for expected in [
-        "service metformin-renal (order-sign), evaluated at 2026-11-01T00:00:00Z",
+        "service metformin-renal (order-sign), rule set ",
+        ", evaluated at 2026-11-01T00:00:00Z",
         "1 rule: 1 fired, 0 not fired, 0 errors; 1 card",
         "rule metformin-egfr 1.0.0 (metformin-renal/metformin-egfr.rhai): FIRED, 1 card",
         "met    eGFR below 45",

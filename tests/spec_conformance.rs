@@ -1060,6 +1060,7 @@ fn cardinal_responses_to_every_request_fixture_follow_the_card_rules() {
         // Every shipped service of the fixture's hook; a fixture written for another service of the
         // same hook may lack this one's declared prefetch, which Cardinal answers with 412.
         for service in cardinal()
+            .rule_set()
             .registry()
             .services()
             .filter(|s| s.hook() == hook)
@@ -1070,8 +1071,7 @@ fn cardinal_responses_to_every_request_fixture_follow_the_card_rules() {
                     check_cardinal_response(&label, &response, &mut uuids);
                     let these = cards_of(&response);
                     if these.is_empty() {
-                        // "No advice" is exactly `{"cards": []}`: no diagnostics, nothing else.
-                        assert_eq!(response, json!({"cards": []}), "{label}");
+                        assert_no_advice(&response, &label);
                     }
                     cards += these.len();
                     suggestions += these
@@ -1141,7 +1141,18 @@ fn cardinal_answers_the_spec_request_examples_cleanly() {
     request["prefetch"]["patient"] = Value::Null;
     let response = evaluate("warfarin-nsaid", request);
     check_cardinal_response("hl7-index-03 → warfarin-nsaid", &response, &mut uuids);
-    assert_eq!(response, json!({"cards": []}));
+    assert_no_advice(&response, "hl7-index-03 → warfarin-nsaid");
+}
+
+/// "No advice" is `{"cards": []}` plus only the version of the rule set that answered: no
+/// diagnostics, nothing else.
+fn assert_no_advice(response: &Value, label: &str) {
+    let version = cardinal().rule_set().version().to_owned();
+    assert_eq!(
+        response,
+        &json!({"cards": [], "extension": {"org.cardinalcds.ruleSet": version}}),
+        "{label}"
+    );
 }
 
 #[test]

@@ -919,6 +919,74 @@ async fn a_down_terminology_server_fails_the_rule_with_a_clear_error() {
     server.stop().await;
 }
 
+/// Copies a rules directory, so a test can edit it.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_terminology_cache_survives_a_rule_set_reload() {
+    let terminology = TerminologyServer::start();
+    let rules = tempfile::tempdir().unwrap();
+    copy_dir(
+        &project_path("tests/fixtures/rules-terminology"),
+        rules.path(),
+    );
+    let server = TestServer::start_with(Config {
+        rules_dir: rules.path().to_path_buf(),
+        ..cardinal_config(RemoteSettings {
+            pre_expand: false,
+            ..settings(&terminology)
+        })
+    })
+    .await;
+    let (body, _) = call(&server).await;
+    assert_eq!(summaries(&body).len(), 2, "{body}");
+    let asked = terminology.calls(Op::ValidateCode);
+    assert!(asked > 0);
+    let before = server.cardinal.terminology().stats().expect("stats");
+
+    // A new rule set: an edited rule.
+    let rule = rules.path().join("terminology-check/b-hba1c.rhai");
+    let mut text = std::fs::read_to_string(&rule).unwrap();
+    text.push_str("\n// reviewed\n");
+    std::fs::write(&rule, text).unwrap();
+    let report =
+        cardinal::reload::reload_async(&server.cardinal, cardinal::rule_set::Trigger::Admin).await;
+    assert_eq!(report.result.as_str(), "swapped", "{report:?}");
+
+    let (body, _) = call(&server).await;
+    assert_eq!(summaries(&body).len(), 2, "{body}");
+    // The same questions are answered from the cache that outlived the old rule set.
+    assert_eq!(terminology.calls(Op::ValidateCode), asked);
+    let after = server.cardinal.terminology().stats().expect("stats");
+    assert!(after.hits > before.hits, "{before:?} -> {after:?}");
+    assert_eq!(after.remote_calls, before.remote_calls);
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hits = metrics
+        .lines()
+        .find(|l| l.starts_with("cardinal_terminology_cache_hits_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("hit counter exported");
+    assert_eq!(hits, after.hits, "{metrics}");
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The eCQM corpus (optional: only when ../shared is present)
 // ---------------------------------------------------------------------------------------------

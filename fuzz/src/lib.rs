@@ -62,7 +62,7 @@ fn services() -> &'static Services {
         };
         let cardinal = Cardinal::load(config).expect("the shipped rules load");
         let mut by_hook: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for service in cardinal.registry().services() {
+        for service in cardinal.rule_set().registry().services() {
             by_hook
                 .entry(service.hook().to_owned())
                 .or_default()

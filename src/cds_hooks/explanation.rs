@@ -59,4 +59,7 @@ pub struct Explanation {
     pub evaluated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The content version of the rule set the rule belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<String>,
 }

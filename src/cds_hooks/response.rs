@@ -33,11 +33,19 @@ pub struct ResponseExtension {
         skip_serializing_if = "Option::is_none"
     )]
     pub trace_id: Option<String>,
+    /// The content version of the rule set that produced the response (also the
+    /// `X-Cardinal-Rule-Set` header).
+    #[serde(
+        rename = "org.cardinalcds.ruleSet",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rule_set: Option<String>,
 }
 
 impl ResponseExtension {
     pub fn is_empty(&self) -> bool {
-        self.diagnostics.is_empty() && self.trace_id.is_none()
+        self.diagnostics.is_empty() && self.trace_id.is_none() && self.rule_set.is_none()
     }
 }
 

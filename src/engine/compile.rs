@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use rhai::{AST, Engine, Scope};
 
+use super::RuleMode;
+
 /// Variables every rule can read; declared at compile time so that `set_strict_variables` catches
 /// misspelt names before the service starts.
 pub(crate) const RULE_VARIABLES: &[&str] = &["patient", "context", "hook", "service"];
@@ -16,6 +18,7 @@ pub(crate) const RULE_VARIABLES: &[&str] = &["patient", "context", "hook", "serv
 pub struct RuleSource {
     pub id: String,
     pub version: String,
+    pub mode: RuleMode,
     pub path: PathBuf,
     pub source: String,
     pub library: Option<Arc<AST>>,
@@ -26,6 +29,7 @@ pub struct RuleSource {
 pub struct CompiledRule {
     pub id: String,
     pub version: String,
+    pub mode: RuleMode,
     pub path: PathBuf,
     pub(crate) ast: Arc<AST>,
 }
@@ -35,6 +39,7 @@ impl fmt::Debug for CompiledRule {
         f.debug_struct("CompiledRule")
             .field("id", &self.id)
             .field("version", &self.version)
+            .field("mode", &self.mode)
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
@@ -113,6 +118,7 @@ pub(crate) fn compile(
     Ok(CompiledRule {
         id: source.id.clone(),
         version: source.version.clone(),
+        mode: source.mode,
         path: source.path.clone(),
         ast: Arc::new(ast),
     })

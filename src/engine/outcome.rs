@@ -69,10 +69,40 @@ impl Verdict {
     }
 }
 
+/// How a rule's result reaches the EHR. Hospitals switch a new alert on in stages: first it runs
+/// silently (evaluated and recorded, never shown), or as a candidate beside the version in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleMode {
+    /// Its cards are returned to the EHR.
+    #[default]
+    Active,
+    /// Evaluated and recorded (metrics, traces, explain report), its cards never returned.
+    Silent,
+    /// A new version of an active rule (same id), run silently on every call and compared with it.
+    Candidate,
+}
+
+impl RuleMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Silent => "silent",
+            Self::Candidate => "candidate",
+        }
+    }
+
+    /// Whether the rule's cards and diagnostics go into the response.
+    pub fn is_active(self) -> bool {
+        self == Self::Active
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RuleOutcome {
     pub rule_id: String,
     pub rule_version: String,
+    pub mode: RuleMode,
     pub verdict: Verdict,
     /// Cards as the rule emitted them (no uuid or explanation yet).
     pub cards: Vec<Card>,

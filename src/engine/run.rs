@@ -154,6 +154,7 @@ fn run(
     RuleOutcome {
         rule_id: rule.id.clone(),
         rule_version: rule.version.clone(),
+        mode: rule.mode,
         verdict,
         cards,
         facts: state.facts,
@@ -232,6 +233,7 @@ pub(crate) fn not_run(rule: &CompiledRule, why: NotRun) -> RuleOutcome {
     RuleOutcome {
         rule_id: rule.id.clone(),
         rule_version: rule.version.clone(),
+        mode: rule.mode,
         verdict: Verdict::Error(RuleError {
             kind,
             message: message.into(),

@@ -30,6 +30,33 @@ impl fmt::Display for LoadErrors {
 
 impl std::error::Error for LoadErrors {}
 
+impl LoadErrors {
+    /// The services the errors are in (their ids, or their folders when the manifest itself cannot
+    /// be read), so an operator knows what a refused rule set would have changed.
+    pub fn affected_services(&self) -> Vec<String> {
+        let mut affected: Vec<String> = self.0.iter().filter_map(|e| service_of(&e.path)).collect();
+        affected.sort();
+        affected.dedup();
+        affected
+    }
+}
+
+/// The service a file belongs to: the id in the nearest `service.toml` above it.
+fn service_of(path: &Path) -> Option<String> {
+    let mut dir = if path.is_dir() { path } else { path.parent()? };
+    loop {
+        let manifest = dir.join(MANIFEST_FILE);
+        if manifest.is_file() {
+            let id = fs::read_to_string(&manifest)
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .and_then(|t| t.get("id").and_then(|v| v.as_str()).map(str::to_owned));
+            return Some(id.unwrap_or_else(|| dir.display().to_string()));
+        }
+        dir = dir.parent()?;
+    }
+}
+
 fn error(path: &Path, message: impl Into<String>) -> CompileError {
     CompileError {
         path: path.to_path_buf(),
@@ -296,6 +323,7 @@ fn load_service(
         }
         let rule = RuleSource {
             version: settings.version.unwrap_or_else(|| manifest.version.clone()),
+            mode: settings.mode.unwrap_or(manifest.mode).rule_mode(),
             id,
             path,
             source,
@@ -306,16 +334,107 @@ fn load_service(
             Err(errs) => errors.extend(errs),
         }
     }
+    let candidates = load_candidates(
+        engine,
+        &dir,
+        manifest_path,
+        &manifest,
+        &rules,
+        library.as_ref(),
+        &mut value_sets,
+        errors,
+    );
     value_sets.sort();
     value_sets.dedup();
     (errors.len() == before).then_some(CdsService {
         manifest,
         rules,
+        candidates,
         dir,
         data: Arc::new(data),
         value_sets,
         prefetch,
     })
+}
+
+/// The folder of a service's candidate rule versions.
+pub const CANDIDATES_DIR: &str = "candidates";
+
+/// Compiles `candidates/<rule id>.rhai`: each must name an active rule of the service and carry its
+/// own version (`[candidates.<rule id>] version`).
+#[allow(clippy::too_many_arguments)]
+fn load_candidates(
+    engine: &RuleEngine,
+    dir: &Path,
+    manifest_path: &Path,
+    manifest: &Manifest,
+    rules: &[crate::engine::CompiledRule],
+    library: Option<&Arc<rhai::AST>>,
+    value_sets: &mut Vec<String>,
+    errors: &mut Vec<CompileError>,
+) -> Vec<crate::engine::CompiledRule> {
+    let candidates_dir = dir.join(CANDIDATES_DIR);
+    let mut files: Vec<PathBuf> = match fs::read_dir(&candidates_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "rhai"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    for id in manifest.candidates.keys() {
+        if !files.iter().any(|p| stem(p) == *id) {
+            errors.push(error(
+                manifest_path,
+                format!("`[candidates.{id}]` names no file `{CANDIDATES_DIR}/{id}.rhai`"),
+            ));
+        }
+    }
+    let mut compiled = Vec::new();
+    for path in files {
+        let id = stem(&path);
+        if !rules.iter().any(|r| r.id == id) {
+            errors.push(error(
+                &path,
+                format!(
+                    "candidate `{id}` has no active rule `{id}` in this service to be compared with"
+                ),
+            ));
+            continue;
+        }
+        let Some(spec) = manifest.candidates.get(&id) else {
+            errors.push(error(
+                &path,
+                format!(
+                    "candidate `{id}` needs a version of its own: add `[candidates.{id}]` with `version = \"...\"` to {}",
+                    manifest_path.display()
+                ),
+            ));
+            continue;
+        };
+        let Some(source) = read(&path, errors) else {
+            continue;
+        };
+        value_sets.extend(check_value_sets(engine, &path, &source, errors));
+        let rule = RuleSource {
+            id,
+            version: spec.version.clone(),
+            mode: crate::engine::RuleMode::Candidate,
+            path,
+            source,
+            library: library.cloned(),
+        };
+        match engine.compile(&rule) {
+            Ok(rule) => compiled.push(rule),
+            Err(errs) => errors.extend(errs),
+        }
+    }
+    compiled
 }
 
 /// Loads every service below `dir`. Fails with every error found when any file is broken.

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::engine::RuleMode;
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
@@ -20,6 +22,25 @@ pub struct EvidenceLink {
     pub url: String,
 }
 
+/// Whether a service's or rule's cards reach the EHR (`mode = "silent"`: evaluated and recorded,
+/// never shown — how a new alert goes live).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Active,
+    Silent,
+}
+
+impl Mode {
+    pub fn rule_mode(self) -> RuleMode {
+        match self {
+            Self::Active => RuleMode::Active,
+            Self::Silent => RuleMode::Silent,
+        }
+    }
+}
+
 /// Per-rule settings, keyed by rule id (the file stem).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +48,17 @@ pub struct RuleOverride {
     pub version: Option<String>,
     #[serde(default)]
     pub disabled: bool,
+    /// Overrides the service's `mode` for this rule.
+    pub mode: Option<Mode>,
+}
+
+/// A candidate version of a rule: `candidates/<rule id>.rhai`, run silently beside the rule in use
+/// and compared with it on every call.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateSpec {
+    /// Required: a candidate is only useful if its results can be told apart from the rule's.
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -39,6 +71,9 @@ pub struct Manifest {
     pub description: String,
     /// Version of the service; each rule inherits it unless `[rules.<id>]` says otherwise.
     pub version: String,
+    /// `silent`: every rule is evaluated and recorded, but no card reaches the EHR.
+    #[serde(default)]
+    pub mode: Mode,
     pub owner: Option<String>,
     pub usage_requirements: Option<String>,
     /// Prefetch key -> FHIR query template (with its place in the file, for error messages).
@@ -59,6 +94,9 @@ pub struct Manifest {
     pub evidence: Vec<EvidenceLink>,
     #[serde(default)]
     pub rules: BTreeMap<String, RuleOverride>,
+    /// Candidate versions (`candidates/<rule id>.rhai`), by rule id.
+    #[serde(default)]
+    pub candidates: BTreeMap<String, CandidateSpec>,
     /// Data tables (name -> JSON file relative to this folder) rules read with `data("name")`,
     /// e.g. a conversion table the reader can audit.
     #[serde(default)]
@@ -87,6 +125,13 @@ impl Manifest {
         }
         if self.version.trim().is_empty() {
             return Err("`version` must not be empty".into());
+        }
+        if let Some((id, _)) = self
+            .candidates
+            .iter()
+            .find(|(_, c)| c.version.trim().is_empty())
+        {
+            return Err(format!("`[candidates.{id}] version` must not be empty"));
         }
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! The CDS services Cardinal offers: one folder per service under `rules/`, each with a
-//! `service.toml` manifest and one or more `.rhai` rule files, loaded and compiled once at start-up.
+//! `service.toml` manifest, one or more `.rhai` rule files and, optionally, candidate versions of
+//! them in `candidates/`. A [`Registry`] is one load of a rules directory; it is immutable, and a
+//! reload builds a new one (see `rule_set`).
 
 mod loader;
 mod manifest;
 
-pub(crate) use loader::line_col;
-pub use loader::{LoadErrors, load};
-pub use manifest::{EvidenceLink, Manifest, RuleOverride, SourceSpec};
+pub use loader::{CANDIDATES_DIR, LoadErrors, load};
+pub(crate) use loader::{is_hidden, line_col};
+pub use manifest::{CandidateSpec, EvidenceLink, Manifest, Mode, RuleOverride, SourceSpec};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ use crate::prefetch::PrefetchPlan;
 pub struct CdsService {
     pub manifest: Manifest,
     pub rules: Vec<CompiledRule>,
+    /// Candidate versions of some of `rules` (same ids), run silently after them and compared.
+    pub candidates: Vec<CompiledRule>,
     pub dir: PathBuf,
     /// The `[data]` tables, loaded once.
     pub data: Arc<DataTables>,

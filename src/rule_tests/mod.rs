@@ -20,7 +20,9 @@ pub use case::{
 };
 pub use compare::{Actual, CardLine, Mismatch, compare};
 
+use crate::candidate::Disagreement;
 use crate::cds_hooks::HookRequest;
+use crate::engine::RuleMode;
 use crate::evaluator::{CallOptions, Cardinal};
 use crate::explain::ExplainReport;
 
@@ -39,8 +41,17 @@ pub struct CaseResult {
 }
 
 impl CaseResult {
+    /// Whether the rules in use did what the case expects (candidates may differ: that is what
+    /// they are for).
     pub fn passed(&self) -> bool {
         self.mismatches.is_empty()
+    }
+
+    /// Where a candidate disagreed with the rule in use on this case.
+    pub fn disagreements(&self) -> &[Disagreement] {
+        self.explain
+            .as_ref()
+            .map_or(&[], |report| report.disagreements.as_slice())
     }
 }
 
@@ -63,11 +74,18 @@ pub fn evaluate_case(cardinal: &Cardinal, case: &TestCase) -> (Actual, Option<Ex
     };
     match cardinal.evaluate(&case.service, request, options) {
         Ok(evaluation) => {
-            let report = ExplainReport::new(cardinal, &evaluation);
+            let report = ExplainReport::new(&evaluation);
+            // Expectations are about the rules in use (and silent ones); candidates are compared
+            // with them separately.
+            let outcomes = evaluation
+                .outcomes
+                .into_iter()
+                .filter(|o| o.mode != RuleMode::Candidate)
+                .collect();
             let actual = Actual {
                 status: 200,
                 response: Some(evaluation.response),
-                outcomes: Some(evaluation.outcomes),
+                outcomes: Some(outcomes),
                 message: None,
             };
             (actual, Some(report))

@@ -53,6 +53,42 @@ pub fn failure_details(result: &CaseResult) -> String {
     out
 }
 
+/// Under a case (passed or not): each candidate that disagreed with the rule in use on it.
+pub fn candidate_details(result: &CaseResult) -> String {
+    let mut out = String::new();
+    for d in result.disagreements() {
+        let _ = writeln!(out, "  CANDIDATE DIFFERS {}", d.line());
+    }
+    out
+}
+
+/// After the summary, when candidates disagreed: `candidates: 2 of 46 cases differ (rule
+/// metformin-egfr candidate 2.0.0: 2)`.
+pub fn candidate_summary(results: &[CaseResult]) -> Option<String> {
+    let differing = results
+        .iter()
+        .filter(|r| !r.disagreements().is_empty())
+        .count();
+    if differing == 0 {
+        return None;
+    }
+    let mut by_rule = std::collections::BTreeMap::<String, usize>::new();
+    for d in results.iter().flat_map(|r| r.disagreements()) {
+        *by_rule
+            .entry(format!(
+                "rule {} candidate {}",
+                d.rule_id, d.candidate_version
+            ))
+            .or_default() += 1;
+    }
+    let rules: Vec<String> = by_rule.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    Some(format!(
+        "candidates: {differing} of {} cases differ ({})",
+        results.len(),
+        rules.join(", ")
+    ))
+}
+
 /// The closing line, exactly `N passed, M failed`.
 pub fn summary_line(results: &[CaseResult]) -> String {
     let passed = results.iter().filter(|r| r.passed()).count();

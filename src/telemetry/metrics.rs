@@ -9,7 +9,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, UpDownCounter};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
-use crate::terminology::Terminology;
+use crate::terminology::RemoteTerminology;
 
 /// Bucket bounds in seconds: CDS Hooks answers are sub-millisecond to a few hundred milliseconds.
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -29,6 +29,11 @@ pub struct Metrics {
     in_flight: UpDownCounter<i64>,
     refused: Counter<u64>,
     panics: Counter<u64>,
+    silent_cards: Counter<u64>,
+    candidate_evaluations: Counter<u64>,
+    candidate_disagreements: Counter<u64>,
+    reloads: Counter<u64>,
+    reload_duration: Histogram<f64>,
     /// Observable instruments, kept alive with their callbacks.
     observers: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
@@ -105,6 +110,34 @@ impl Metrics {
                 .u64_counter("cardinal.panics")
                 .with_description("Panics caught while serving a request, by where (http, grpc, evaluation)")
                 .build(),
+            silent_cards: meter
+                .u64_counter("cardinal.rule.silent_cards")
+                .with_description(
+                    "Cards a silent rule would have returned (not shown), by service, rule and indicator",
+                )
+                .build(),
+            candidate_evaluations: meter
+                .u64_counter("cardinal.candidate.evaluations")
+                .with_description("Candidate rule runs, by service, rule and outcome")
+                .build(),
+            candidate_disagreements: meter
+                .u64_counter("cardinal.candidate.disagreements")
+                .with_description(
+                    "Calls where a candidate rule and the rule in use disagreed, by service and rule",
+                )
+                .build(),
+            reloads: meter
+                .u64_counter("cardinal.rule_set.reloads")
+                .with_description(
+                    "Rule-set reloads, by trigger (signal, watch, admin) and result (swapped, unchanged, rejected)",
+                )
+                .build(),
+            reload_duration: meter
+                .f64_histogram("cardinal.rule_set.reload.duration")
+                .with_unit("s")
+                .with_description("Time from a reload's start to its swap or rejection")
+                .with_boundaries(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .build(),
             meter,
             provider,
             registry,
@@ -113,10 +146,11 @@ impl Metrics {
     }
 
     /// Exports the terminology cache's statistics (remote source only; local look-ups are in memory).
-    pub fn observe_terminology(&self, terminology: Arc<Terminology>) {
-        if terminology.stats().is_none() {
+    /// The server's client outlives rule-set reloads, so its counters keep counting across them.
+    pub fn observe_terminology(&self, remote: Option<Arc<RemoteTerminology>>) {
+        let Some(remote) = remote else {
             return;
-        }
+        };
         type Read = fn(&crate::terminology::TerminologyStats) -> u64;
         let counters: [(&'static str, &'static str, Read); 6] = [
             (
@@ -155,41 +189,35 @@ impl Metrics {
             Err(poisoned) => poisoned.into_inner(),
         };
         for (name, description, read) in counters {
-            let t = terminology.clone();
+            let t = remote.clone();
             let counter = self
                 .meter
                 .u64_observable_counter(name)
                 .with_description(description)
                 .with_callback(move |observer| {
-                    if let Some(stats) = t.stats() {
-                        observer.observe(read(&stats), &[]);
-                    }
+                    observer.observe(read(&t.stats()), &[]);
                 })
                 .build();
             observers.push(Box::new(counter));
         }
-        let t = terminology.clone();
+        let t = remote.clone();
         let latency = self
             .meter
             .f64_observable_counter("cardinal.terminology.remote.duration")
             .with_unit("s")
             .with_description("Total time spent waiting for the terminology server")
             .with_callback(move |observer| {
-                if let Some(stats) = t.stats() {
-                    observer.observe(stats.remote_latency_sum.as_secs_f64(), &[]);
-                }
+                observer.observe(t.stats().remote_latency_sum.as_secs_f64(), &[]);
             })
             .build();
         observers.push(Box::new(latency));
-        let t = terminology;
+        let t = remote;
         let entries = self
             .meter
             .u64_observable_gauge("cardinal.terminology.cache.entries")
             .with_description("Entries in the terminology cache")
             .with_callback(move |observer| {
-                if let Some(stats) = t.stats() {
-                    observer.observe(stats.cached_entries, &[]);
-                }
+                observer.observe(t.stats().cached_entries, &[]);
             })
             .build();
         observers.push(Box::new(entries));
@@ -241,6 +269,45 @@ impl Metrics {
                 KeyValue::new("indicator", indicator.to_owned()),
             ],
         );
+    }
+
+    /// A card a silent rule produced (recorded, never returned).
+    pub fn silent_card(&self, service: &str, rule: &str, indicator: &str) {
+        self.silent_cards.add(
+            1,
+            &[
+                KeyValue::new("service", service.to_owned()),
+                KeyValue::new("rule", rule.to_owned()),
+                KeyValue::new("indicator", indicator.to_owned()),
+            ],
+        );
+    }
+
+    /// A candidate rule's run, and whether it disagreed with the rule in use.
+    pub fn candidate_run(&self, service: &str, rule: &str, outcome: &str, disagreed: bool) {
+        let service = KeyValue::new("service", service.to_owned());
+        let rule = KeyValue::new("rule", rule.to_owned());
+        self.candidate_evaluations.add(
+            1,
+            &[
+                service.clone(),
+                rule.clone(),
+                KeyValue::new("outcome", outcome.to_owned()),
+            ],
+        );
+        if disagreed {
+            self.candidate_disagreements.add(1, &[service, rule]);
+        }
+    }
+
+    /// A finished rule-set reload.
+    pub fn rule_set_reload(&self, trigger: &'static str, result: &'static str, took: Duration) {
+        let attributes = [
+            KeyValue::new("trigger", trigger),
+            KeyValue::new("result", result),
+        ];
+        self.reloads.add(1, &attributes);
+        self.reload_duration.record(took.as_secs_f64(), &attributes);
     }
 
     /// A hook call refused by admission control.

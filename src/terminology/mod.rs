@@ -166,11 +166,21 @@ impl Terminology {
         local: LocalTerminology,
     ) -> Result<Self, TerminologyError> {
         config.validate().map_err(TerminologyError::Config)?;
-        let local = Arc::new(local);
         let remote = match &config.remote {
             Some(settings) => Some(Arc::new(RemoteTerminology::new(settings)?)),
             None => None,
         };
+        Ok(Self::assemble(config, local, remote))
+    }
+
+    /// The sources of `config`, in its order, with a remote source that already exists: a rule-set
+    /// reload brings new shipped value sets but keeps the server client and its cache.
+    pub fn assemble(
+        config: &TerminologyConfig,
+        local: LocalTerminology,
+        remote: Option<Arc<RemoteTerminology>>,
+    ) -> Self {
+        let local = Arc::new(local);
         let sources = config
             .order
             .iter()
@@ -181,11 +191,16 @@ impl Terminology {
                     .map(|remote| remote as Arc<dyn TerminologySource>),
             })
             .collect();
-        Ok(Self {
+        Self {
             sources,
             local: Some(local),
             remote,
-        })
+        }
+    }
+
+    /// The remote source, shared (it outlives rule sets).
+    pub fn shared_remote(&self) -> Option<Arc<RemoteTerminology>> {
+        self.remote.clone()
     }
 
     /// The value sets and code systems shipped with the rules.

@@ -11,6 +11,9 @@ use crate::evaluator::{CallError, Cardinal, Evaluation};
 use crate::explain::ExplainReport;
 use crate::proto;
 use crate::proto::cds_hooks_server::{CdsHooks, CdsHooksServer};
+use crate::proto::rule_set_admin_server::{RuleSetAdmin, RuleSetAdminServer};
+use crate::reload;
+use crate::rule_set::Trigger;
 
 use super::grpc_convert;
 use super::observe::TraceId;
@@ -63,7 +66,8 @@ impl GrpcService {
         }
         let message = request.into_inner();
         let service_id = message.service_id.clone();
-        self.cardinal.call_target(&service_id).map_err(status_of)?;
+        // The rule set is taken here, on arrival.
+        let rule_set = self.cardinal.call_target(&service_id).map_err(status_of)?;
         /// Reading the JSON of a larger message (a patient's prefetch) goes to the blocking pool, as
         /// HTTP bodies over the same size do, so it does not stall the async workers that serve
         /// every other connection.
@@ -78,6 +82,7 @@ impl GrpcService {
         let (hook_request, mut options) = converted.map_err(|e| status_of(e.into()))?;
         options.trace_id = trace_id;
         options.admission = admission;
+        options.rule_set = Some(rule_set);
         self.cardinal
             .call(&service_id, hook_request, options)
             .await
@@ -100,9 +105,10 @@ impl CdsHooks for GrpcService {
         request: Request<proto::CallHookRequest>,
     ) -> Result<Response<proto::CallHookResponse>, Status> {
         let evaluation = self.evaluate(request).await?;
-        Ok(Response::new(grpc_convert::hook_response(
-            &evaluation.response,
-        )))
+        Ok(with_rule_set(
+            Response::new(grpc_convert::hook_response(&evaluation.response)),
+            &evaluation,
+        ))
     }
 
     async fn explain(
@@ -115,11 +121,14 @@ impl CdsHooks for GrpcService {
             ));
         }
         let evaluation = self.evaluate(request).await?;
-        let report = ExplainReport::new(&self.cardinal, &evaluation);
-        Ok(Response::new(grpc_convert::explain_response(
-            &report,
-            &evaluation.response,
-        )))
+        let report = ExplainReport::new(&evaluation);
+        Ok(with_rule_set(
+            Response::new(grpc_convert::explain_response(
+                &report,
+                &evaluation.response,
+            )),
+            &evaluation,
+        ))
     }
 
     async fn submit_feedback(
@@ -141,16 +150,48 @@ impl CdsHooks for GrpcService {
     }
 }
 
-/// Cardinal's gRPC services: CdsHooks, grpc.health.v1, and reflection (v1).
+/// The `x-cardinal-rule-set` response metadata, as HTTP's header.
+fn with_rule_set<T>(mut response: Response<T>, evaluation: &Evaluation) -> Response<T> {
+    if let Ok(value) = evaluation.rule_set.version().parse() {
+        response
+            .metadata_mut()
+            .insert(super::RULE_SET_HEADER, value);
+    }
+    response
+}
+
+/// `RuleSetAdmin`: reloading the rule set.
+#[derive(Clone)]
+pub struct AdminService {
+    cardinal: Cardinal,
+}
+
+#[tonic::async_trait]
+impl RuleSetAdmin for AdminService {
+    async fn reload(
+        &self,
+        _request: Request<proto::ReloadRequest>,
+    ) -> Result<Response<proto::ReloadResponse>, Status> {
+        let report = reload::reload_async(&self.cardinal, Trigger::Admin).await;
+        Ok(Response::new(grpc_convert::reload_response(&report)))
+    }
+}
+
+/// Cardinal's gRPC services: CdsHooks, RuleSetAdmin, grpc.health.v1, and reflection (v1).
 pub async fn routes(cardinal: Cardinal) -> tonic::service::Routes {
     let max_message = cardinal.config().max_body_bytes;
+    let admin = RuleSetAdminServer::new(AdminService {
+        cardinal: cardinal.clone(),
+    });
     let service =
         CdsHooksServer::new(GrpcService { cardinal }).max_decoding_message_size(max_message);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CdsHooksServer<GrpcService>>()
         .await;
-    let mut routes = tonic::service::Routes::new(service).add_service(health_service);
+    let mut routes = tonic::service::Routes::new(service)
+        .add_service(admin)
+        .add_service(health_service);
     match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

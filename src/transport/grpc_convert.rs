@@ -153,6 +153,7 @@ fn explanation(e: &Explanation) -> proto::Explanation {
         facts: e.facts.iter().map(fact).collect(),
         evaluated_at: e.evaluated_at.clone(),
         trace_id: e.trace_id.clone().unwrap_or_default(),
+        rule_set: e.rule_set.clone().unwrap_or_default(),
     }
 }
 
@@ -222,6 +223,7 @@ pub fn hook_response(r: &HookResponse) -> proto::CallHookResponse {
             })
             .collect(),
         trace_id: r.extension.trace_id.clone().unwrap_or_default(),
+        rule_set: r.extension.rule_set.clone().unwrap_or_default(),
     }
 }
 
@@ -315,8 +317,50 @@ pub fn explain_response(
                 prints: r.prints.clone(),
                 duration_us: r.duration_us,
                 operations: r.operations,
+                mode: r.mode.as_str().to_owned(),
             })
             .collect(),
         response: Some(hook_response(response)),
+        rule_set: report.rule_set.clone(),
+        disagreements: report
+            .disagreements
+            .iter()
+            .map(|d| proto::Disagreement {
+                rule_id: d.rule_id.clone(),
+                active_version: d.active_version.clone(),
+                candidate_version: d.candidate_version.clone(),
+                active_verdict: d.active_verdict.clone(),
+                candidate_verdict: d.candidate_verdict.clone(),
+                differences: d.differences.clone(),
+            })
+            .collect(),
     }
+}
+
+/// A reload's report as `RuleSetAdmin.Reload` answers it.
+pub fn reload_response(report: &crate::rule_set::ReloadReport) -> proto::ReloadResponse {
+    use crate::rule_set::ReloadResult;
+    let mut response = proto::ReloadResponse {
+        result: report.result.as_str().to_owned(),
+        duration_ms: report.duration_ms,
+        test_cases: u32::try_from(report.test_cases).unwrap_or(u32::MAX),
+        ..proto::ReloadResponse::default()
+    };
+    match &report.result {
+        ReloadResult::Swapped { from, to } => {
+            response.serving = to.clone();
+            response.previous = from.clone();
+        }
+        ReloadResult::Unchanged { version } => response.serving = version.clone(),
+        ReloadResult::Rejected {
+            serving,
+            errors,
+            affected_services,
+        } => {
+            response.serving = serving.clone();
+            response.errors = errors.clone();
+            response.affected_services = affected_services.clone();
+        }
+    }
+    response
 }

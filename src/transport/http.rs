@@ -17,9 +17,12 @@ use crate::cds_hooks::{FeedbackRequest, HookRequest, IssueType};
 use crate::evaluator::{CallOptions, Cardinal, Evaluation, parse_evaluation_time};
 use crate::explain::ExplainReport;
 
-use super::EVALUATION_TIME_HEADER;
+use crate::reload;
+use crate::rule_set::{ReloadResult, Trigger};
+
 use super::http_error::HttpError;
 use super::observe::TraceId;
+use super::{EVALUATION_TIME_HEADER, RULE_SET_HEADER};
 
 /// The HTTP routes (no fallback: the server adds one after merging gRPC).
 pub fn routes(cardinal: Cardinal) -> Router {
@@ -40,6 +43,14 @@ pub fn routes(cardinal: Cardinal) -> Router {
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route(
+            "/admin/reload",
+            post(admin_reload).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/rule-set",
+            get(admin_rule_set).fallback(method_not_allowed),
+        )
         .with_state(cardinal)
 }
 
@@ -173,7 +184,18 @@ async fn call(
         headers,
     };
     let evaluation = evaluate(&cardinal, &id, parts, body).await?;
-    Ok(Json(evaluation.response).into_response())
+    let version = rule_set_header(&evaluation);
+    Ok(([version], Json(evaluation.response)).into_response())
+}
+
+/// `X-Cardinal-Rule-Set`: the version of the rule set that produced the answer.
+fn rule_set_header(evaluation: &Evaluation) -> (header::HeaderName, header::HeaderValue) {
+    (
+        header::HeaderName::from_static(RULE_SET_HEADER),
+        // Versions are hex digits; an unrepresentable one would be a defect, answered empty.
+        header::HeaderValue::from_str(evaluation.rule_set.version())
+            .unwrap_or_else(|_| header::HeaderValue::from_static("")),
+    )
 }
 
 /// Same body, validation and refusals as a hook call; answers with every rule's verdict, facts and
@@ -197,7 +219,8 @@ async fn explain(
         headers,
     };
     let evaluation = evaluate(&cardinal, &id, parts, body).await?;
-    Ok(Json(ExplainReport::new(&cardinal, &evaluation)).into_response())
+    let version = rule_set_header(&evaluation);
+    Ok(([version], Json(ExplainReport::new(&evaluation))).into_response())
 }
 
 /// Test builds only: a header that makes the handler panic with patient-like words, to show that a
@@ -218,8 +241,8 @@ async fn evaluate(
     parts: CallParts,
     body: Body,
 ) -> Result<Evaluation, HttpError> {
-    // Unknown service first: 404 wins over a body problem.
-    cardinal.call_target(id)?;
+    // Unknown service first: 404 wins over a body problem. The rule set is taken here, on arrival.
+    let rule_set = cardinal.call_target(id)?;
     require_json(&parts.headers)?;
     let body = read_body(cardinal, &parts.headers, body).await?;
     let request = parse_request(body).await?;
@@ -227,6 +250,7 @@ async fn evaluate(
         evaluation_time: evaluation_time(&parts.headers)?,
         trace_id: parts.trace.map(|Extension(TraceId(id))| id),
         admission: parts.admission.map(|Extension(ticket)| ticket),
+        rule_set: Some(rule_set),
     };
     Ok(cardinal.call(id, request, options).await?)
 }
@@ -284,7 +308,8 @@ async fn healthz() -> Response {
 /// Ready unless shutting down or overloaded (full, or refused a call in the last second): a load
 /// balancer then sends calls to other replicas.
 async fn readyz(State(cardinal): State<Cardinal>) -> Response {
-    let registry = cardinal.registry();
+    let rule_set = cardinal.rule_set();
+    let registry = rule_set.registry();
     let admission = cardinal.admission();
     let status = if admission.draining() {
         "draining"
@@ -303,8 +328,38 @@ async fn readyz(State(cardinal): State<Cardinal>) -> Response {
         "services": registry.len(),
         "rules": registry.rule_count(),
         "calls_admitted": admission.admitted(),
+        "rule_set": rule_set_status(&cardinal),
     }));
     (code, body).into_response()
+}
+
+/// The serving rule set and the last reload (a rejected one with every error): the replica stays
+/// ready on its previous set, and this is where an operator sees why the new one was refused.
+fn rule_set_status(cardinal: &Cardinal) -> serde_json::Value {
+    let rule_set = cardinal.rule_set();
+    json!({
+        "version": rule_set.version(),
+        "loaded_at": rule_set.loaded_at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "services": rule_set.registry().len(),
+        "rules": rule_set.registry().rule_count(),
+        "last_reload": cardinal.rule_sets().last_reload(),
+    })
+}
+
+/// `GET /admin/rule-set`: the serving version and the last reload.
+async fn admin_rule_set(State(cardinal): State<Cardinal>) -> Response {
+    Json(rule_set_status(&cardinal)).into_response()
+}
+
+/// `POST /admin/reload`: reloads now and answers with the report; 422 when the new set was
+/// rejected (the previous one keeps serving).
+async fn admin_reload(State(cardinal): State<Cardinal>) -> Response {
+    let report = reload::reload_async(&cardinal, Trigger::Admin).await;
+    let code = match report.result {
+        ReloadResult::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    (code, Json(report)).into_response()
 }
 
 async fn method_not_allowed(method: Method) -> HttpError {

@@ -15,3 +15,7 @@ pub use server::{Server, router};
 
 /// Header that pins the evaluation time of one call (RFC 3339 or `YYYY-MM-DD`).
 pub const EVALUATION_TIME_HEADER: &str = "x-cardinal-evaluation-time";
+
+/// Response header (and gRPC response metadata) naming the content version of the rule set that
+/// produced the answer.
+pub const RULE_SET_HEADER: &str = "x-cardinal-rule-set";

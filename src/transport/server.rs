@@ -47,7 +47,10 @@ pub async fn router(cardinal: Cardinal) -> Router {
             header::HeaderName::from_static("traceparent"),
             header::HeaderName::from_static("tracestate"),
         ])
-        .expose_headers([header::HeaderName::from_static(observe::TRACE_ID_HEADER)])
+        .expose_headers([
+            header::HeaderName::from_static(observe::TRACE_ID_HEADER),
+            header::HeaderName::from_static(super::RULE_SET_HEADER),
+        ])
         .max_age(std::time::Duration::from_secs(3600));
     let http_panics = cardinal.clone();
     let http = http::routes(cardinal.clone())
