@@ -85,6 +85,9 @@ enum Command {
     },
     /// Load a server on this machine (HTTP or gRPC) and report goodput, latency and errors.
     Bench(Box<cardinal::loadgen::BenchArgs>),
+    /// Run every service over a population (FHIR Bundles or a Bulk FHIR NDJSON export) and report
+    /// firing rates, disparities and data blind spots; `simulate merge` joins shard reports.
+    Simulate(Box<cardinal::simulate::SimulateArgs>),
 }
 
 pub fn main() -> ExitCode {
@@ -133,6 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(explain(&request, service, at, json, &dir, &config))
         }
         Command::Bench(args) => Ok(cardinal::loadgen::main(&args)?),
+        Command::Simulate(args) => Ok(cardinal::simulate::command::main(&args, &config)?),
     }
 }
 

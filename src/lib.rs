@@ -14,6 +14,8 @@
 //! - the wire model is [`cds_hooks`];
 //! - for rule authors: [`explain`] (every rule's verdict, facts and conditions) and [`rule_tests`]
 //!   (`cardinal test`: test cases next to the rules);
+//! - before go-live: [`simulate`] (`cardinal simulate`: every service over a population, with firing
+//!   rates, disparities and data blind spots);
 //! - for operators: [`loadgen`] (`cardinal bench`: load and idle connections, loopback only).
 
 pub mod admission;
@@ -32,6 +34,7 @@ pub mod registry;
 pub mod reload;
 pub mod rule_set;
 pub mod rule_tests;
+pub mod simulate;
 pub mod telemetry;
 pub mod terminology;
 pub mod transport;
