@@ -161,6 +161,50 @@ if deployment:
                 except tomllib.TOMLDecodeError as e:
                     errors.append(f"{where}: {config.name} is not valid TOML: {e}")
 
+# The simulation Jobs (deploy/kubernetes/simulation): valid, listed, on a claim that exists, and the
+# merge waits for as many shards as the Indexed Job runs.
+sdir = kdir / "simulation"
+skust = yaml.safe_load((sdir / "kustomization.yaml").read_text())
+slisted = skust.get("resources") or []
+spresent = sorted(p.name for p in sdir.glob("*.yaml") if p.name != "kustomization.yaml")
+for name in sorted(set(slisted) ^ set(spresent)):
+    errors.append(f"{sdir}/kustomization.yaml: {name} is " + ("missing" if name in slisted else "not listed"))
+sim = {}
+for name in spresent:
+    for doc in load_all(sdir / name):
+        sim[(doc.get("kind"), doc.get("metadata", {}).get("name"))] = doc
+        for version in versions:
+            try:
+                kv.validate(doc, version, strict=True)
+            except kv.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                errors.append(f"{sdir}/{name}: {doc.get('kind')} {path}: {e.message} (Kubernetes {e.version})")
+shards_job = sim.get(("Job", "cardinal-simulate"), {})
+merge_job = sim.get(("Job", "cardinal-simulate-merge"), {})
+if not shards_job or not merge_job:
+    errors.append(f"{sdir}: Jobs cardinal-simulate and cardinal-simulate-merge are required")
+else:
+    spec = shards_job["spec"]
+    if spec.get("completionMode") != "Indexed":
+        errors.append("Job cardinal-simulate: completionMode must be Indexed")
+    def shards_env(job):
+        pod = job["spec"]["template"]["spec"]
+        values = {e["name"]: e.get("value") for c in pod.get("initContainers", []) + pod["containers"] for e in c.get("env", [])}
+        return values.get("SHARDS")
+    for where, job in (("cardinal-simulate", shards_job), ("cardinal-simulate-merge", merge_job)):
+        if shards_env(job) != str(spec.get("completions")):
+            errors.append(f"Job {where}: SHARDS {shards_env(job)!r} is not the Indexed Job's completions {spec.get('completions')}")
+        pod = job["spec"]["template"]["spec"]
+        for v in pod.get("volumes", []):
+            claim = v.get("persistentVolumeClaim", {}).get("claimName")
+            if claim and ("PersistentVolumeClaim", claim) not in sim:
+                errors.append(f"Job {where}: no PersistentVolumeClaim {claim!r}")
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            check_env(f"Job {where} container {c['name']}", {e["name"]: e.get("value") for e in c.get("env", [])})
+    if spec.get("parallelism", 1) > spec.get("completions", 1):
+        errors.append("Job cardinal-simulate: parallelism exceeds completions")
+objects.update({(k, n): (str(sdir), d) for (k, n), d in sim.items()})
+
 # compose.yaml: the build and bind mounts point at real files; settings name real keys.
 for doc in load_all(deploy / "compose.yaml"):
     for name, service in doc.get("services", {}).items():

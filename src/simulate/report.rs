@@ -515,8 +515,15 @@ impl Report {
             }
         }
         out.push_str("</tbody></table>");
+        out.push_str("<h2>Largest disparities</h2>");
+        if self.disparities.is_empty() {
+            let _ = write!(
+                out,
+                "<p>No two groups of at least {MIN_GROUP} patients differ in any rule's firing rate.</p>"
+            );
+        }
         out.push_str(
-            "<h2>Largest disparities</h2><table><thead><tr><th>service / rule</th><th>by</th>\
+            "<table><thead><tr><th>service / rule</th><th>by</th>\
              <th>highest</th><th>lowest</th><th></th></tr></thead><tbody>",
         );
         for d in self.disparities.iter().take(20) {
