@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::fhir::{Origin, PrefetchValue};
+
 use super::record::{PatientRecord, reference_map, rewrite_references};
 
 /// A patient's data that could not be used: which file, and what was wrong (never the data).
@@ -126,7 +128,56 @@ fn source_name(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// One Bundle file as one patient, as of `at`.
+/// The skeleton of a Bundle: enough to map every `fullUrl` to `Type/id`, read without building the
+/// resources (serde skips the rest).
+#[derive(serde::Deserialize)]
+struct Skeleton {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+    #[serde(default)]
+    entry: Vec<EntrySkeleton>,
+}
+
+#[derive(serde::Deserialize)]
+struct EntrySkeleton {
+    #[serde(rename = "fullUrl")]
+    full_url: Option<String>,
+    resource: Option<ResourceSkeleton>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResourceSkeleton {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+    id: Option<String>,
+}
+
+/// Replaces every `"urn:uuid:…"` string the map knows with its `Type/id`, in one pass over the text.
+fn rewrite_urn_references(text: &str, map: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = memchr::memmem::find(rest.as_bytes(), b"\"urn:uuid:") {
+        let (before, from) = rest.split_at(at + 1);
+        out.push_str(before);
+        match from.find('"') {
+            Some(end) => {
+                let (key, after) = from.split_at(end);
+                out.push_str(map.get(key).map_or(key, String::as_str));
+                rest = after;
+            }
+            None => {
+                rest = from;
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One Bundle file as one patient, as of `at`. Read in three light passes — its skeleton, the
+/// reference rewrite, Cardinal's one-pass FHIR reader — rather than as a JSON tree: patients can be
+/// megabytes, and reading them is most of a simulation's work.
 pub fn read_bundle(path: &Path, at: DateTime<Utc>) -> Result<PatientRecord, InputError> {
     let error = |message: String| InputError {
         source: source_name(path),
@@ -136,36 +187,40 @@ pub fn read_bundle(path: &Path, at: DateTime<Utc>) -> Result<PatientRecord, Inpu
     open(path)
         .and_then(|mut r| r.read_to_string(&mut text))
         .map_err(|e| error(format!("cannot read: {e}")))?;
-    let bundle: Value = serde_json::from_str(&text).map_err(|e| {
-        error(format!(
-            "not JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
+    let skeleton: Skeleton = serde_json::from_str(&text).map_err(|e| {
+        let what = if e.is_data() {
+            "not a FHIR Bundle"
+        } else {
+            "not JSON"
+        };
+        error(format!("{what} (line {}, column {})", e.line(), e.column()))
     })?;
-    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+    if skeleton.resource_type.as_deref() != Some("Bundle") {
         return Err(error("not a FHIR Bundle".into()));
     }
-    let entries: Vec<(Option<String>, Value)> = match bundle.get("entry") {
-        Some(Value::Array(entries)) => entries
-            .iter()
-            .filter_map(|e| {
-                let resource = e.get("resource")?.clone();
-                let url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
-                Some((url, resource))
-            })
-            .collect(),
-        _ => Vec::new(),
+    let mut map = HashMap::new();
+    for entry in skeleton.entry {
+        let Some(ResourceSkeleton {
+            resource_type: Some(ty),
+            id: Some(id),
+        }) = entry.resource
+        else {
+            continue;
+        };
+        let local = format!("{ty}/{id}");
+        if let Some(url) = entry.full_url.filter(|u| u.starts_with("urn:uuid:")) {
+            map.insert(url, local.clone());
+        }
+        map.insert(format!("urn:uuid:{id}"), local);
+    }
+    let text = rewrite_urn_references(&text, &map);
+    let resources = match PrefetchValue::from_json(&text, Origin::Prefetch) {
+        Ok(PrefetchValue::Bundle(resources)) => resources,
+        Ok(_) => return Err(error("not a FHIR Bundle".into())),
+        Err(e) => return Err(error(format!("cannot be read: {e}"))),
     };
-    let map = reference_map(&entries);
-    let resources = entries
-        .into_iter()
-        .map(|(_, mut resource)| {
-            rewrite_references(&mut resource, &map);
-            resource
-        })
-        .collect();
-    PatientRecord::new(source_name(path), resources, at).map_err(|e| error(e.to_string()))
+    PatientRecord::from_resources(source_name(path), resources, at)
+        .map_err(|e| error(e.to_string()))
 }
 
 /// The patient a resource belongs to (`subject`, `patient` or `beneficiary` reference).

@@ -100,7 +100,10 @@ pub fn run(options: &Options) -> Result<Tally, SimulateError> {
         shards: BTreeSet::from([format!("{}/{}", options.shard.index, options.shard.count)]),
         ..Tally::default()
     };
-    let mut jobs: Vec<Job> = inputs.bundles.into_iter().map(Job::Bundle).collect();
+    // Largest files first: the workers finish together instead of one waiting on the biggest.
+    let mut bundles = inputs.bundles;
+    bundles.sort_by_cached_key(|p| std::cmp::Reverse(std::fs::metadata(p).map_or(0, |m| m.len())));
+    let mut jobs: Vec<Job> = bundles.into_iter().map(Job::Bundle).collect();
     if !inputs.ndjson.is_empty() {
         let (records, errors) = input::read_ndjson(&inputs.ndjson, options.shard, options.at);
         total.input_errors.extend(errors);

@@ -99,16 +99,28 @@ pub fn rewrite_references(value: &mut Value, map: &HashMap<String, String>) {
 }
 
 impl PatientRecord {
-    /// A patient from their resources (already rewritten), as of `at`.
+    /// A patient from their resources as JSON (references already rewritten), as of `at`.
     pub fn new(
         source: String,
         resources: Vec<Value>,
         at: DateTime<Utc>,
     ) -> Result<Self, RecordError> {
+        let resources = resources
+            .into_iter()
+            .map(|json| Resource::new(json, Origin::Prefetch))
+            .collect();
+        Self::from_resources(source, resources, at)
+    }
+
+    /// A patient from resources already read, as of `at`.
+    pub fn from_resources(
+        source: String,
+        resources: Vec<Resource>,
+        at: DateTime<Utc>,
+    ) -> Result<Self, RecordError> {
         let mut patient = None;
         let mut rest = Vec::new();
-        for json in resources {
-            let resource = Resource::new(json, Origin::Prefetch);
+        for resource in resources {
             if resource.resource_type() == "Patient" {
                 if patient.is_some() {
                     return Err(RecordError::SeveralPatients);
