@@ -65,6 +65,9 @@ pub struct CallOptions {
     /// The call's admission, taken by the transport on arrival. Without one (in-process callers),
     /// `Cardinal::call` admits the call itself.
     pub admission: Option<Arc<Ticket>>,
+    /// The verified caller (issuer, subject, tenant); `None` with authentication off and for
+    /// in-process callers. Prefetch fetches only from the `fhirServer`s its issuer may name.
+    pub caller: Option<crate::auth::Caller>,
 }
 
 /// A finished evaluation: the response and, for explanation and metrics, every rule's outcome.
@@ -181,7 +184,7 @@ impl Cardinal {
         Self {
             metrics: Arc::new(metrics),
             admission: Admission::new(config.admission()),
-            prefetcher: Prefetcher::new(&config.prefetch, config.max_body_bytes),
+            prefetcher: Prefetcher::new(&config.prefetch, &config.auth, config.max_body_bytes),
             registry: Arc::new(registry),
             engine,
             config: Arc::new(config),
@@ -207,6 +210,11 @@ impl Cardinal {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The metrics, for parts that outlive a call (the audit writer).
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     pub fn registry(&self) -> &Registry {
@@ -349,7 +357,7 @@ impl Cardinal {
         };
         let (service, now) = self.check(service_id, &request, &options)?;
         self.prefetcher
-            .reconcile(&service.prefetch, &mut request)
+            .reconcile(&service.prefetch, &mut request, options.caller.as_ref())
             .await?;
         let _slot = ticket.evaluation_slot().await.map_err(|why| {
             self.metrics.call_refused(why.as_str());

@@ -1,5 +1,6 @@
-//! The CDS Hooks HTTP/JSON API: discovery, service calls, feedback, health, and (when configured)
-//! the explain report for rule authors.
+//! The CDS Hooks HTTP/JSON API: discovery, service calls, feedback, and (when configured) the explain
+//! report for rule authors. Health and metrics are on the admin listener ([`super::admin`]). Every
+//! hook, explain and feedback call leaves one audit record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +11,17 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde_json::json;
 
 use crate::admission::Ticket;
+use crate::audit::{AuditRecord, AuditUnavailable, CallKind};
+use crate::auth::Caller;
 use crate::cds_hooks::{FeedbackRequest, HookRequest, IssueType};
 use crate::evaluator::{CallOptions, Cardinal, Evaluation, parse_evaluation_time};
 use crate::explain::ExplainReport;
 
 use super::EVALUATION_TIME_HEADER;
+use super::authn::Authenticated;
+use super::edge::Edge;
 use super::http_error::HttpError;
 use super::observe::TraceId;
 
@@ -37,9 +41,6 @@ pub fn routes(cardinal: Cardinal) -> Router {
             "/cds-services/{id}/feedback",
             post(feedback).fallback(method_not_allowed),
         )
-        .route("/healthz", get(healthz).fallback(method_not_allowed))
-        .route("/metrics", get(metrics).fallback(method_not_allowed))
-        .route("/readyz", get(readyz).fallback(method_not_allowed))
         .with_state(cardinal)
 }
 
@@ -154,14 +155,62 @@ fn evaluation_time(
 struct CallParts {
     trace: Option<Extension<TraceId>>,
     admission: Option<Extension<Arc<Ticket>>>,
+    authenticated: Option<Extension<Authenticated>>,
     headers: HeaderMap,
 }
 
+impl CallParts {
+    fn trace_id(&self) -> Option<String> {
+        self.trace.as_ref().map(|Extension(TraceId(id))| id.clone())
+    }
+
+    /// The verified caller (`aud` was checked against this path by the middleware).
+    fn caller(&self) -> Option<Caller> {
+        match &self.authenticated {
+            Some(Extension(Authenticated::Caller(caller))) => Some(caller.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The answer when the audit trail cannot take a record and the policy is to refuse.
+fn audit_unavailable(_: AuditUnavailable) -> HttpError {
+    HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        IssueType::Transient,
+        "the service cannot record this call in its audit trail; try again later",
+    )
+}
+
+/// Evaluates a hook or explain call with its audit record: refused at once while the audit trail
+/// cannot be written (refuse policy); the record is queued before the answer leaves.
+async fn audited_call(
+    cardinal: &Cardinal,
+    edge: &Edge,
+    kind: CallKind,
+    id: &str,
+    parts: CallParts,
+    body: Body,
+) -> Result<Evaluation, HttpError> {
+    let mut record = AuditRecord::new(kind, "http", parts.caller().as_ref(), id, parts.trace_id());
+    edge.audit().admit().map_err(audit_unavailable)?;
+    let result = evaluate(cardinal, id, parts, body, &mut record).await;
+    match &result {
+        Ok(evaluation) => record.answered(&evaluation.response),
+        Err(e) => record.refused(e.status.as_u16()),
+    }
+    edge.audit().record(record).map_err(audit_unavailable)?;
+    result
+}
+
+#[allow(clippy::too_many_arguments)] // axum extractors
 async fn call(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
+    Extension(edge): Extension<Edge>,
     trace: Option<Extension<TraceId>>,
     admission: Option<Extension<Arc<Ticket>>>,
+    authenticated: Option<Extension<Authenticated>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
@@ -170,19 +219,24 @@ async fn call(
     let parts = CallParts {
         trace,
         admission,
+        authenticated,
         headers,
     };
-    let evaluation = evaluate(&cardinal, &id, parts, body).await?;
+    let evaluation = audited_call(&cardinal, &edge, CallKind::Hook, &id, parts, body).await?;
     Ok(Json(evaluation.response).into_response())
 }
 
 /// Same body, validation and refusals as a hook call; answers with every rule's verdict, facts and
-/// conditions. Off unless `explain_endpoint = true`: the report can quote patient data.
+/// conditions. Off unless `explain_endpoint = true`: the report can quote patient data. With
+/// authentication on, only callers of an issuer in `auth.explain_issuers` may use it.
+#[allow(clippy::too_many_arguments)] // axum extractors
 async fn explain(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
+    Extension(edge): Extension<Edge>,
     trace: Option<Extension<TraceId>>,
     admission: Option<Extension<Arc<Ticket>>>,
+    authenticated: Option<Extension<Authenticated>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
@@ -194,9 +248,21 @@ async fn explain(
     let parts = CallParts {
         trace,
         admission,
+        authenticated,
         headers,
     };
-    let evaluation = evaluate(&cardinal, &id, parts, body).await?;
+    if let Some(auth) = edge.authenticator()
+        && !parts
+            .caller()
+            .is_some_and(|caller| auth.may_explain(&caller))
+    {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "this caller may not use the explain endpoint",
+        ));
+    }
+    let evaluation = audited_call(&cardinal, &edge, CallKind::Explain, &id, parts, body).await?;
     Ok(Json(ExplainReport::new(&cardinal, &evaluation)).into_response())
 }
 
@@ -217,15 +283,18 @@ async fn evaluate(
     id: &str,
     parts: CallParts,
     body: Body,
+    record: &mut AuditRecord,
 ) -> Result<Evaluation, HttpError> {
     // Unknown service first: 404 wins over a body problem.
     cardinal.call_target(id)?;
     require_json(&parts.headers)?;
     let body = read_body(cardinal, &parts.headers, body).await?;
     let request = parse_request(body).await?;
+    record.request(&request);
     let options = CallOptions {
         evaluation_time: evaluation_time(&parts.headers)?,
-        trace_id: parts.trace.map(|Extension(TraceId(id))| id),
+        trace_id: parts.trace_id(),
+        caller: parts.caller(),
         admission: parts.admission.map(|Extension(ticket)| ticket),
     };
     Ok(cardinal.call(id, request, options).await?)
@@ -254,57 +323,50 @@ async fn parse_request(body: Bytes) -> Result<HookRequest, HttpError> {
 async fn feedback(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
+    Extension(edge): Extension<Edge>,
+    trace: Option<Extension<TraceId>>,
+    authenticated: Option<Extension<Authenticated>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    cardinal.service(&id)?;
-    require_json(&headers)?;
-    let body = read_body(&cardinal, &headers, body).await?;
-    let feedback = FeedbackRequest::from_json_bytes(&body)?;
-    cardinal.feedback(&id, &feedback)?;
+    let parts = CallParts {
+        trace,
+        admission: None,
+        authenticated,
+        headers,
+    };
+    let mut record = AuditRecord::new(
+        CallKind::Feedback,
+        "http",
+        parts.caller().as_ref(),
+        &id,
+        parts.trace_id(),
+    );
+    edge.audit().admit().map_err(audit_unavailable)?;
+    let result = accept_feedback(&cardinal, &id, &parts.headers, body, &mut record).await;
+    record.refused(match &result {
+        Ok(()) => 200,
+        Err(e) => e.status.as_u16(),
+    });
+    edge.audit().record(record).map_err(audit_unavailable)?;
+    result?;
     Ok(StatusCode::OK.into_response())
 }
 
-/// Prometheus text exposition of Cardinal's metrics.
-async fn metrics(State(cardinal): State<Cardinal>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        cardinal.metrics().prometheus_text(),
-    )
-        .into_response()
-}
-
-async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
-}
-
-/// Ready unless shutting down or overloaded (full, or refused a call in the last second): a load
-/// balancer then sends calls to other replicas.
-async fn readyz(State(cardinal): State<Cardinal>) -> Response {
-    let registry = cardinal.registry();
-    let admission = cardinal.admission();
-    let status = if admission.draining() {
-        "draining"
-    } else if admission.overloaded() {
-        "overloaded"
-    } else {
-        "ready"
-    };
-    let code = if status == "ready" {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = Json(json!({
-        "status": status,
-        "services": registry.len(),
-        "rules": registry.rule_count(),
-        "calls_admitted": admission.admitted(),
-    }));
-    (code, body).into_response()
+async fn accept_feedback(
+    cardinal: &Cardinal,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    record: &mut AuditRecord,
+) -> Result<(), HttpError> {
+    cardinal.service(id)?;
+    require_json(headers)?;
+    let body = read_body(cardinal, headers, body).await?;
+    let feedback = FeedbackRequest::from_json_bytes(&body)?;
+    record.feedback(&feedback);
+    cardinal.feedback(id, &feedback)?;
+    Ok(())
 }
 
 async fn method_not_allowed(method: Method) -> HttpError {
