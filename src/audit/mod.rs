@@ -271,13 +271,13 @@ impl AuditSink {
         match self.queue.try_send(record) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.metrics.audit_record("dropped_full");
+                self.metrics.audit_records("dropped_full", 1);
                 tracing::error!("audit queue full: a record was not written");
                 self.health.set(Some("the audit queue is full".into()));
                 return self.refuse_or_continue();
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.metrics.audit_record("dropped_no_writer");
+                self.metrics.audit_records("dropped_no_writer", 1);
                 self.health.set(Some("the audit writer has stopped".into()));
                 return self.refuse_or_continue();
             }
@@ -354,34 +354,35 @@ impl Writer {
                 self.health.set(None);
             }
             let Some(record) = record else { continue };
-            self.write(&record);
             // Several records queued: write them together, then flush once.
+            let mut batch = vec![record];
             while let Ok(more) = records.try_recv() {
-                self.write(&more);
+                batch.push(more);
             }
-            if let Some(file) = self.file.as_mut()
-                && let Err(e) = file.flush()
-            {
-                self.fail(format!(
-                    "the audit file {} cannot be written: {e}",
-                    self.path.display()
-                ));
-            }
+            self.write(&batch);
         }
     }
 
-    fn write(&mut self, record: &AuditRecord) {
+    /// Writes and flushes `batch`; its records count as written only once flushed.
+    fn write(&mut self, batch: &[AuditRecord]) {
+        let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);
         let Some(file) = self.file.as_mut() else {
-            self.metrics.audit_record("failed");
+            self.metrics.audit_records("failed", count);
             return;
         };
-        let written = serde_json::to_writer(&mut *file, record)
-            .map_err(std::io::Error::other)
-            .and_then(|()| file.write_all(b"\n"));
-        match written {
-            Ok(()) => self.metrics.audit_record("written"),
+        let mut written = Ok(());
+        for record in batch {
+            written = serde_json::to_writer(&mut *file, record)
+                .map_err(std::io::Error::other)
+                .and_then(|()| file.write_all(b"\n"));
+            if written.is_err() {
+                break;
+            }
+        }
+        match written.and_then(|()| file.flush()) {
+            Ok(()) => self.metrics.audit_records("written", count),
             Err(e) => {
-                self.metrics.audit_record("failed");
+                self.metrics.audit_records("failed", count);
                 self.fail(format!(
                     "the audit file {} cannot be written: {e}",
                     self.path.display()

@@ -273,10 +273,10 @@ impl Metrics {
             .add(1, &[KeyValue::new("reason", reason)]);
     }
 
-    /// An audit record written, or not.
-    pub fn audit_record(&self, outcome: &'static str) {
+    /// Audit records written, or not.
+    pub fn audit_records(&self, outcome: &'static str, count: u64) {
         self.audit_records
-            .add(1, &[KeyValue::new("outcome", outcome)]);
+            .add(count, &[KeyValue::new("outcome", outcome)]);
     }
 
     /// Exports whether the audit sink is failing (1) or writing (0).

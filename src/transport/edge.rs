@@ -53,6 +53,11 @@ impl Edge {
         self.auth.as_ref()
     }
 
+    /// The TLS settings of the EHR-facing port (`None`: plain HTTP).
+    pub fn tls(&self) -> Option<&Arc<TlsReloader>> {
+        self.tls.as_ref()
+    }
+
     pub fn audit(&self) -> &AuditSink {
         &self.audit
     }
