@@ -57,10 +57,14 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
-    let config = Config {
+    // Transport cost without authentication; the audit trail goes to a temporary directory.
+    let data_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut config = Config {
         rules_dir: rules.into(),
+        data_dir: data_dir.path().to_path_buf(),
         ..Config::default()
     };
+    config.auth.mode = cardinal::auth::AuthMode::Off;
     let cardinal = Cardinal::load(config).unwrap_or_else(|e| panic!("{e}"));
     let base = runtime.block_on(async {
         let server = Server::bind(

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use cardinal::auth::AuthMode;
 use cardinal::cds_hooks::HookRequest;
 use cardinal::config::Config;
 use cardinal::evaluator::{CallOptions, Cardinal, parse_evaluation_time};
@@ -15,7 +16,7 @@ use cardinal::explain::ExplainReport;
 use cardinal::rule_set::RuleSet;
 use cardinal::rule_tests::{self, report};
 use cardinal::telemetry;
-use cardinal::transport::Server;
+use cardinal::transport::{Server, TlsReloader};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -42,8 +43,8 @@ enum Command {
         /// Rules directory (overrides the configuration).
         #[arg(long)]
         rules: Option<PathBuf>,
-        /// Development profile: callers may pin the evaluation time and the explain endpoint
-        /// answers. Never for a deployment that sees patient data.
+        /// Development profile: no authentication, callers may pin the evaluation time and the
+        /// explain endpoint answers. Never for a deployment that sees patient data.
         #[arg(long)]
         dev: bool,
     },
@@ -366,11 +367,18 @@ fn serve(config: Config, dev: bool) -> anyhow::Result<ExitCode> {
         telemetry::install_panic_hook();
         if dev {
             tracing::warn!(
-                "DEVELOPMENT PROFILE (--dev): callers may pin the evaluation time and the explain \
-                 endpoint is on; never use it where patient data is served"
+                "DEVELOPMENT PROFILE (--dev): NO AUTHENTICATION (any caller is served), callers may \
+                 pin the evaluation time and the explain endpoint is on; never use it where patient \
+                 data is served"
+            );
+        } else if config.auth.mode == AuthMode::Off {
+            anyhow::bail!(
+                "refusing to start: auth.mode = \"off\" is only allowed with `serve --dev`; \
+                 configure [[auth.issuers]] for a deployment"
             );
         }
         let listen = config.listen;
+        let admin_listen = config.admin_listen;
         let rules_dir = config.rules_dir.clone();
         let reload = config.reload.clone();
         let cardinal = match Cardinal::load(config) {
@@ -396,8 +404,19 @@ fn serve(config: Config, dev: bool) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = server.local_addr()?;
-        #[cfg(unix)]
-        tokio::spawn(cardinal::reload::on_hangup(cardinal.clone()));
+        let admin = server
+            .bind_admin(admin_listen)
+            .with_context(|| format!("binding the admin listener {admin_listen}"))?;
+        let admin_addr = admin.local_addr()?;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(admin.serve(async {
+            let _ = admin_stopped.await;
+        }));
+        let reloads = Reloads {
+            tls: server.tls(),
+            cardinal: cardinal.clone(),
+        };
+        let sighup = tokio::spawn(reload_on_sighup(reloads));
         // Dropping the watcher stops it: it lives as long as the server.
         let _watcher = if reload.watch {
             let debounce = std::time::Duration::from_millis(reload.debounce_ms);
@@ -411,8 +430,20 @@ fn serve(config: Config, dev: bool) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
-        tracing::info!(%addr, services, rules, rule_set = %version, "cardinal listening (HTTP/JSON and gRPC)");
+        tracing::info!(addr = %admin_addr, "admin listening (metrics, health, readiness, reload)");
+        tracing::info!(
+            %addr,
+            tls = server.tls().is_some(),
+            authentication = server.edge().authenticator().is_some(),
+            services,
+            rules,
+            rule_set = %version,
+            "cardinal listening (HTTP/JSON and gRPC)"
+        );
         server.serve(shutdown_signal()).await?;
+        sighup.abort();
+        let _ = stop_admin.send(());
+        let _ = admin_task.await;
         // Flushes pending metrics; traces are flushed when `_telemetry` is dropped.
         cardinal.metrics().shutdown();
         tracing::info!("cardinal stopped");
@@ -422,6 +453,52 @@ fn serve(config: Config, dev: bool) -> anyhow::Result<ExitCode> {
     // bounded by the sandbox, but the process does not wait for them past this.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     served
+}
+
+// --- SIGHUP: reload what can be reloaded without a restart --------------------------------------
+// One handler for every reload, so each reloadable part adds a field and a line here.
+
+/// What SIGHUP reloads.
+struct Reloads {
+    /// The TLS certificate and key of the EHR-facing port, when TLS is on.
+    tls: Option<std::sync::Arc<TlsReloader>>,
+    /// The rule set (loaded, compiled and tested before it is swapped in).
+    cardinal: Cardinal,
+}
+
+impl Reloads {
+    async fn reload(&self) {
+        cardinal::reload::reload_async(&self.cardinal, cardinal::rule_set::Trigger::Signal).await;
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use")
+                }
+            }
+        }
+    }
+}
+
+async fn reload_on_sighup(reloads: Reloads) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("SIGHUP cannot be handled: reloads need a restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            reloads.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloads;
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn shutdown_signal() {

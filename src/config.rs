@@ -8,9 +8,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditConfig;
+use crate::auth::{AuthConfig, AuthMode};
 use crate::engine::SandboxLimits;
 use crate::prefetch::PrefetchConfig;
 use crate::terminology::TerminologyConfig;
+use crate::transport::TlsConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,8 +27,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address of the one port serving HTTP/JSON and gRPC.
+    /// Address of the one port serving HTTP/JSON and gRPC (the EHR-facing port).
     pub listen: SocketAddr,
+    /// Address of the operators' port: `/metrics`, `/healthz`, `/readyz` and admin calls. Never
+    /// exposed to EHRs.
+    pub admin_listen: SocketAddr,
+    /// Where Cardinal keeps its own files (the audit trail); relative paths in `[audit]` are below it.
+    pub data_dir: PathBuf,
     /// Directory holding the CDS services (one folder with a `service.toml` each).
     pub rules_dir: PathBuf,
     /// Largest accepted request body; larger ones get 413.
@@ -60,6 +68,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// Hot reload of the rules directory.
     pub reload: ReloadConfig,
+    /// Who may call: CDS Hooks JWT verification.
+    pub auth: AuthConfig,
+    /// TLS on the shared port (plain HTTP when no certificate is configured).
+    pub tls: TlsConfig,
+    /// The audit trail of hook and feedback calls.
+    pub audit: AuditConfig,
 }
 
 /// Hot reload: a new rule set is loaded, compiled and tested beside the one serving, and swapped in
@@ -122,6 +136,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            data_dir: PathBuf::from("data"),
             rules_dir: PathBuf::from("rules"),
             max_body_bytes: 5 * 1024 * 1024,
             allow_evaluation_time_override: false,
@@ -140,6 +156,9 @@ impl Default for Config {
             prefetch: PrefetchConfig::default(),
             server: ServerConfig::default(),
             reload: ReloadConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -184,11 +203,13 @@ impl Config {
         Ok(config)
     }
 
-    /// The development profile (`cardinal serve --dev`): callers may pin the evaluation time and the
-    /// explain endpoint answers. Never for a deployment that sees patient data.
+    /// The development profile (`cardinal serve --dev`): no authentication, callers may pin the
+    /// evaluation time and the explain endpoint answers. Never for a deployment that sees patient
+    /// data.
     pub fn development(mut self) -> Self {
         self.allow_evaluation_time_override = true;
         self.explain_endpoint = true;
+        self.auth.mode = AuthMode::Off;
         self
     }
 
@@ -241,6 +262,10 @@ impl Config {
             return Err(ConfigError("reload.debounce_ms must be positive".into()));
         }
         self.terminology.validate().map_err(ConfigError)?;
+        self.auth.validate().map_err(ConfigError)?;
+        if self.audit.queue_capacity == 0 {
+            return Err(ConfigError("audit.queue_capacity must be positive".into()));
+        }
         if self.prefetch.deadline_ms == 0
             || self.prefetch.max_pages == 0
             || self.prefetch.max_url_length == 0

@@ -73,6 +73,9 @@ pub struct CallOptions {
     /// The rule set the call runs on, taken on arrival ([`Cardinal::call_target`]). Without one,
     /// the call takes the serving set when it starts.
     pub rule_set: Option<Arc<RuleSet>>,
+    /// The verified caller (issuer, subject, tenant); `None` with authentication off and for
+    /// in-process callers. Prefetch fetches only from the `fhirServer`s its issuer may name.
+    pub caller: Option<crate::auth::Caller>,
 }
 
 /// A finished evaluation: the response and, for explanation and metrics, every rule's outcome.
@@ -154,7 +157,7 @@ impl Cardinal {
         Self {
             metrics: Arc::new(metrics),
             admission: Admission::new(config.admission()),
-            prefetcher: Prefetcher::new(&config.prefetch, config.max_body_bytes),
+            prefetcher: Prefetcher::new(&config.prefetch, &config.auth, config.max_body_bytes),
             rule_sets: Arc::new(RuleSets::new(rule_set)),
             remote_terminology: remote,
             config: Arc::new(config),
@@ -213,6 +216,11 @@ impl Cardinal {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The metrics, for parts that outlive a call (the audit writer).
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The terminology the serving rule set's rules consult (sources, cache statistics).
@@ -371,7 +379,7 @@ impl Cardinal {
         };
         let (service, now) = self.check(&rule_set, service_id, &request, &options)?;
         self.prefetcher
-            .reconcile(&service.prefetch, &mut request)
+            .reconcile(&service.prefetch, &mut request, options.caller.as_ref())
             .await?;
         let _slot = ticket.evaluation_slot().await.map_err(|why| {
             self.metrics.call_refused(why.as_str());

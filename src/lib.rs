@@ -4,6 +4,7 @@
 //! Where things happen:
 //! - a hook call enters in [`transport`] (HTTP/JSON in `transport/http.rs`, gRPC in `transport/grpc.rs`);
 //! - it is admitted on arrival, or refused at once when the replica is full, in [`admission`];
+//! - its JWT is verified in [`auth`] (who is calling), and the call recorded in [`audit`];
 //! - it is evaluated on one path in [`evaluator`], after [`prefetch`] has fetched what the EHR did
 //!   not send;
 //! - FHIR resources are read in one pass in [`fhir`] and indexed once per call in [`patient`];
@@ -19,6 +20,8 @@
 //! - for operators: [`loadgen`] (`cardinal bench`: load and idle connections, loopback only).
 
 pub mod admission;
+pub mod audit;
+pub mod auth;
 pub mod candidate;
 pub mod cards;
 pub mod cds_hooks;

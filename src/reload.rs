@@ -1,4 +1,5 @@
-//! Hot reload of the rule set, gated by the rules' own tests.
+//! Hot reload of the rule set, gated by the rules' own tests. (SIGHUP reaches [`reload_async`]
+//! through the binary's one signal handler, which reloads the TLS certificate too.)
 //!
 //! Informaticists change rules every week; restarting a CDS service for it is not acceptable, and
 //! neither is serving half a rule set. A reload — on SIGHUP, on a change in the rules directory
@@ -184,22 +185,6 @@ fn log(report: &ReloadReport) {
                 tracing::error!(location = %location, "rule set error");
             }
         }
-    }
-}
-
-/// Reloads on every SIGHUP until the process ends.
-#[cfg(unix)]
-pub async fn on_hangup(cardinal: Cardinal) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "SIGHUP reload unavailable");
-            return;
-        }
-    };
-    while hangups.recv().await.is_some() {
-        reload_async(&cardinal, Trigger::Signal).await;
     }
 }
 

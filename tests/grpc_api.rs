@@ -1155,13 +1155,13 @@ async fn plain_http_unknown_path_is_a_json_404() {
     )
     .await;
     // The port still serves real HTTP next to gRPC.
-    let health: Value = reqwest::get(server.url("/healthz"))
+    let discovery: Value = reqwest::get(server.url("/cds-services"))
         .await
-        .expect("GET /healthz")
+        .expect("GET /cds-services")
         .json()
         .await
-        .expect("healthz JSON");
-    assert_eq!(health["status"], "ok");
+        .expect("discovery JSON");
+    assert!(discovery["services"].is_array(), "{discovery:#}");
     server.stop().await;
 }
 

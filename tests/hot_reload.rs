@@ -151,9 +151,9 @@ async fn call_http(base: &str) -> (String, String, Vec<String>, Vec<String>) {
     (header, extension, explained, summaries)
 }
 
-async fn admin_reload(base: &str) -> (u16, Value) {
+async fn admin_reload(server: &TestServer) -> (u16, Value) {
     let response = reqwest::Client::new()
-        .post(format!("{base}/admin/reload"))
+        .post(server.admin_url("/admin/reload"))
         .send()
         .await
         .unwrap();
@@ -162,7 +162,7 @@ async fn admin_reload(base: &str) -> (u16, Value) {
 }
 
 async fn metrics(server: &TestServer) -> String {
-    reqwest::get(server.url("/metrics"))
+    reqwest::get(server.admin_url("/metrics"))
         .await
         .unwrap()
         .text()
@@ -206,14 +206,14 @@ async fn every_response_names_its_rule_set_and_a_good_change_is_swapped_in() {
     assert_eq!(summaries, ["Hello v1"]);
 
     // Nothing changed: nothing is swapped.
-    let (status, report) = admin_reload(&server.base).await;
+    let (status, report) = admin_reload(&server).await;
     assert_eq!(
         (status, report["result"].as_str()),
         (200, Some("unchanged"))
     );
 
     write_greeting(dir.path(), "v2");
-    let (status, report) = admin_reload(&server.base).await;
+    let (status, report) = admin_reload(&server).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["result"], "swapped", "{report}");
     assert_eq!(report["from"], header.as_str());
@@ -261,7 +261,7 @@ async fn every_response_names_its_rule_set_and_a_good_change_is_swapped_in() {
     );
 
     // /readyz shows the serving set and the last reload.
-    let ready = get_json(&server.url("/readyz")).await;
+    let ready = get_json(&server.admin_url("/readyz")).await;
     assert_eq!(ready["rule_set"]["version"], new_header.as_str(), "{ready}");
     assert_eq!(
         ready["rule_set"]["last_reload"]["result"], "swapped",
@@ -282,7 +282,7 @@ async fn a_syntax_error_is_rejected_with_its_location_and_the_old_set_keeps_answ
         "card(#{summary: \"Hello v2\", indicator: \"info\"};\n",
     )
     .unwrap();
-    let (status, report) = admin_reload(&server.base).await;
+    let (status, report) = admin_reload(&server).await;
     assert_eq!(status, 422, "{report}");
     assert_eq!(report["result"], "rejected", "{report}");
     assert_eq!(report["serving"], before.as_str());
@@ -296,7 +296,7 @@ async fn a_syntax_error_is_rejected_with_its_location_and_the_old_set_keeps_answ
     let (after, _, _, summaries) = call_http(&server.base).await;
     assert_eq!(after, before);
     assert_eq!(summaries, ["Hello v1"]);
-    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    let ready = reqwest::get(server.admin_url("/readyz")).await.unwrap();
     assert_eq!(
         ready.status(),
         200,
@@ -333,7 +333,7 @@ async fn a_set_that_fails_its_own_test_case_is_rejected() {
     // The rule changes, its test case still expects the old card: a malfunction the tests catch.
     write_greeting(dir.path(), "v2");
     write_case(dir.path(), "v1");
-    let (status, report) = admin_reload(&server.base).await;
+    let (status, report) = admin_reload(&server).await;
     assert_eq!(status, 422, "{report}");
     let errors = report["errors"].to_string();
     assert!(errors.contains("greeting/tests/hello.json"), "{errors}");
@@ -490,7 +490,23 @@ async fn grpc_reload_reports_like_http() {
     let dir = tempfile::tempdir().unwrap();
     write_greeting(dir.path(), "v1");
     let server = server_on(dir.path()).await;
-    let mut admin = RuleSetAdminClient::new(server.grpc_channel().await);
+    let mut admin = RuleSetAdminClient::new(server.admin_grpc_channel().await);
+    // Not on the EHR-facing port.
+    let mut outside = RuleSetAdminClient::new(server.grpc_channel().await);
+    assert_eq!(
+        outside
+            .reload(proto::ReloadRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unimplemented
+    );
+    let not_here = reqwest::Client::new()
+        .post(server.url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_here.status(), 404);
     let unchanged = admin
         .reload(proto::ReloadRequest {})
         .await
@@ -643,7 +659,7 @@ async fn a_broken_rule_set_still_refuses_to_start_and_names_the_services() {
     write_value_set_service(dir.path());
     std::fs::write(dir.path().join("greeting/hello.rhai"), "let = 1;\n").unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_cardinal"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--rules"])
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--rules"])
         .arg(dir.path())
         .env("CARDINAL_LOG_FORMAT", "json")
         .output()

@@ -1136,17 +1136,32 @@ async fn cors_preflight_allows_authorization_and_content_type() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_and_readyz_answer_json() {
+async fn healthz_and_readyz_answer_json_on_the_admin_listener_only() {
     let server = TestServer::start().await;
-    let (status, body) = get_json(&server, "/healthz").await;
+    let admin_json = |path: &'static str| {
+        let url = server.admin_url(path);
+        async move { read_json(client().get(url).send().await.expect("GET")).await }
+    };
+    let (status, body) = admin_json("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"status": "ok"}));
 
-    let (status, body) = get_json(&server, "/readyz").await;
+    let (status, body) = admin_json("/readyz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ready", "{body:#}");
     assert_eq!(body["services"], 20, "{body:#}");
     assert_eq!(body["rules"], 20, "{body:#}");
+    assert_eq!(body["audit"]["status"], "writing", "{body:#}");
+
+    // Not on the EHR-facing port.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _) = get_json(&server, path).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{path} on the EHR-facing port"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

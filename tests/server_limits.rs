@@ -113,7 +113,9 @@ async fn a_full_replica_refuses_at_once_with_503_and_retry_after_and_serves_agai
     assert_eq!(outcome["issue"][0]["code"], "throttled", "{outcome:#}");
     println!("refused in {} µs", refused_in.as_micros());
 
-    let ready = reqwest::get(server.url("/readyz")).await.expect("readyz");
+    let ready = reqwest::get(server.admin_url("/readyz"))
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let ready: Value = ready.json().await.expect("json");
     assert_eq!(ready["status"], "overloaded");
@@ -145,7 +147,7 @@ async fn a_full_replica_refuses_at_once_with_503_and_retry_after_and_serves_agai
         let kind = &body["extension"]["org.cardinalcds.diagnostics"][0]["kind"];
         assert!(kind.is_string(), "{body:#}");
     }
-    let metrics = reqwest::get(server.url("/metrics"))
+    let metrics = reqwest::get(server.admin_url("/metrics"))
         .await
         .expect("metrics")
         .text()
@@ -337,7 +339,9 @@ async fn silent_slow_and_idle_connections_are_closed() {
         println!("{what} connection closed after {} ms", closed.as_millis());
     }
     // The server itself is unaffected.
-    let ok = reqwest::get(server.url("/healthz")).await.expect("healthz");
+    let ok = reqwest::get(server.admin_url("/healthz"))
+        .await
+        .expect("healthz");
     assert_eq!(ok.status(), StatusCode::OK);
     server.stop().await;
 }
@@ -392,7 +396,7 @@ async fn a_panic_answers_a_fixed_500_and_its_message_reaches_no_log() {
         .await
         .expect("request");
     assert_eq!(ok.status(), StatusCode::OK);
-    let metrics = reqwest::get(process.url("/metrics"))
+    let metrics = reqwest::get(process.admin_url("/metrics"))
         .await
         .expect("metrics")
         .text()
@@ -468,26 +472,67 @@ async fn sigterm_with_a_stuck_request_exits_by_the_grace_deadline() {
     drop(stuck);
 }
 
+/// A configuration file trusting the CDS Hooks sandbox's key (the production profile's only
+/// difference from the defaults).
+fn production_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("cardinal.toml");
+    let jwks = project_path("tests/fixtures/jwt/sandbox-jwks.json");
+    std::fs::write(
+        &path,
+        format!(
+            "[[auth.issuers]]\niss = {:?}\njwks_file = {:?}\njku_allowed = [{:?}]\n",
+            common::jwt::SANDBOX_ISS,
+            jwks.display().to_string(),
+            common::jwt::SANDBOX_JKU
+        ),
+    )
+    .expect("write the configuration");
+    path
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_production_binary_refuses_a_pinned_evaluation_time_and_dev_allows_it() {
-    let production = CardinalProcess::spawn(
+async fn the_production_binary_requires_tokens_refuses_a_pinned_evaluation_time_and_dev_allows_it()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = production_config(dir.path());
+    let config = config.to_str().expect("utf-8 path");
+    let production = CardinalProcess::spawn_with_args(
         &project_path("rules"),
-        &[("CARDINAL_ALLOW_EVALUATION_TIME_OVERRIDE", "false")],
+        &[
+            ("CARDINAL_CONFIG", config),
+            ("CARDINAL_ALLOW_EVALUATION_TIME_OVERRIDE", "false"),
+        ],
+        &[],
     );
     let client = reqwest::Client::new();
-    let pinned = |url: String| {
-        client
+    let signer = common::jwt::Signer::sandbox();
+    let call_url = production.url("/cds-services/patient-greeting");
+    // Production: no token, no answer.
+    let anonymous = client
+        .post(&call_url)
+        .json(&greeting_request())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let pinned = |url: String, token: Option<String>| {
+        let mut request = client
             .post(url)
             .header("x-cardinal-evaluation-time", "1990-01-01")
-            .json(&greeting_request())
-            .send()
+            .json(&greeting_request());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
     };
-    let refused = pinned(production.url("/cds-services/patient-greeting"))
+    let refused = pinned(call_url.clone(), Some(signer.token(&call_url)))
         .await
         .expect("request");
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let explain_url = production.url("/cds-services/patient-greeting/explain");
     let explain = client
-        .post(production.url("/cds-services/patient-greeting/explain"))
+        .post(&explain_url)
+        .bearer_auth(signer.token(&explain_url))
         .json(&greeting_request())
         .send()
         .await
@@ -500,14 +545,53 @@ async fn the_production_binary_refuses_a_pinned_evaluation_time_and_dev_allows_i
         &[("CARDINAL_ALLOW_EVALUATION_TIME_OVERRIDE", "false")],
         &["--dev"],
     );
-    let allowed = pinned(dev.url("/cds-services/patient-greeting"))
+    let allowed = pinned(dev.url("/cds-services/patient-greeting"), None)
         .await
         .expect("request");
     assert_eq!(allowed.status(), StatusCode::OK);
     let logs = dev.stop(Duration::from_secs(10));
     assert!(
-        logs.stderr.contains("DEVELOPMENT PROFILE"),
+        logs.stderr.contains("DEVELOPMENT PROFILE") && logs.stderr.contains("NO AUTHENTICATION"),
         "--dev says so loudly: {}",
         logs.stderr
+    );
+}
+
+/// Runs `cardinal serve` expecting it to refuse to start; returns its stderr.
+fn refused_start(env: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cardinal"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--rules"])
+        .arg(project_path("rules"))
+        .current_dir(project_path(""));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CARDINAL_") {
+            command.env_remove(&key);
+        }
+    }
+    command.env("CARDINAL_ADMIN_LISTEN", "127.0.0.1:0");
+    let data = tempfile::tempdir().expect("tempdir");
+    command.env("CARDINAL_DATA_DIR", data.path());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run cardinal");
+    assert!(!output.status.success(), "cardinal started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_production_binary_will_not_start_without_authentication() {
+    // The defaults: authentication required, no issuer configured.
+    let stderr = refused_start(&[]);
+    assert!(stderr.contains("[[auth.issuers]]"), "{stderr}");
+    // Authentication switched off without --dev.
+    let stderr = refused_start(&[("CARDINAL_AUTH__MODE", "off")]);
+    assert!(
+        stderr.contains("only allowed with `serve --dev`"),
+        "{stderr}"
     );
 }

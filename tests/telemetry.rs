@@ -71,7 +71,12 @@ fn otel_env(endpoint: &str) -> Vec<(&'static str, String)> {
 }
 
 fn spawn(rules: &str, env: &[(&'static str, String)]) -> CardinalProcess {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The calls below name a FHIR server where nothing listens, to see a fetch fail.
+    env.push((
+        "CARDINAL_PREFETCH__ALLOWED_FHIR_SERVERS",
+        r#"["http://127.0.0.1:9/fhir"]"#,
+    ));
     CardinalProcess::spawn(&project_path(rules), &env)
 }
 
@@ -998,7 +1003,7 @@ async fn no_patient_data_in_logs_spans_or_metrics() {
     );
 
     let metrics = client
-        .get(cardinal.url("/metrics"))
+        .get(cardinal.admin_url("/metrics"))
         .send()
         .await
         .expect("GET /metrics");
@@ -1147,7 +1152,7 @@ async fn scrape(server: &TestServer, how: Scrape) -> String {
     match how {
         Scrape::InProcess => server.cardinal.metrics().prometheus_text(),
         Scrape::Http => {
-            let response = reqwest::get(server.url("/metrics"))
+            let response = reqwest::get(server.admin_url("/metrics"))
                 .await
                 .expect("GET /metrics");
             let status = response.status();
@@ -1420,7 +1425,7 @@ async fn a_collector_that_is_down_does_not_stop_cardinal() {
     // Past a few export attempts (batch delay 100 ms, metric interval 500 ms), still serving.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let health = client
-        .get(cardinal.url("/healthz"))
+        .get(cardinal.admin_url("/healthz"))
         .send()
         .await
         .expect("healthz");

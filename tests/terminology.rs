@@ -971,7 +971,7 @@ async fn the_terminology_cache_survives_a_rule_set_reload() {
     let after = server.cardinal.terminology().stats().expect("stats");
     assert!(after.hits > before.hits, "{before:?} -> {after:?}");
     assert_eq!(after.remote_calls, before.remote_calls);
-    let metrics = reqwest::get(server.url("/metrics"))
+    let metrics = reqwest::get(server.admin_url("/metrics"))
         .await
         .unwrap()
         .text()

@@ -19,6 +19,10 @@ pub enum IssueType {
     Processing,
     /// Refused by load management (FHIR `throttled`).
     Throttled,
+    /// The caller is known but may not do this (FHIR `forbidden`).
+    Forbidden,
+    /// A temporary failure on Cardinal's side, such as an audit trail it cannot write.
+    Transient,
 }
 
 #[derive(Debug, Clone, Serialize)]

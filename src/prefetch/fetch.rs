@@ -2,8 +2,8 @@
 //! `fhirServer`, GET (or POST `{type}/_search` when the URL is too long), `next` links followed up to
 //! the page cap, the answer read as Cardinal reads `prefetch` (text + indexed fields), marked `fetched`.
 //!
-//! The bearer token goes only to the origin named by `fhirServer`: templates cannot leave its base,
-//! `next` links must stay on its origin, and redirects are not followed. No message here carries a
+//! The bearer token goes only below the base URL named by `fhirServer`: templates cannot leave it,
+//! `next` links must stay under it, and redirects are not followed. No message here carries a
 //! URL (they hold patient ids), a header or a server's answer.
 
 use std::fmt;
@@ -23,6 +23,8 @@ pub enum FetchFailure {
     Render(#[from] RenderError),
     #[error("`fhirServer` is not an absolute http or https URL")]
     BadServer,
+    #[error("`fhirServer` is not one this caller may name")]
+    NotAllowed,
     #[error("`fhirAuthorization.access_token` cannot be sent in an HTTP header")]
     BadToken,
     #[error("Cardinal's FHIR client is not available")]
@@ -49,6 +51,47 @@ pub enum FetchFailure {
     TooManyPages(usize),
     #[error("a `next` link of the search leads away from `fhirServer`")]
     ForeignLink,
+}
+
+impl FetchFailure {
+    /// The reason told to the caller: what the request itself got wrong, or one fixed phrase for
+    /// anything the network or the FHIR server did, so an error answer reveals nothing about what
+    /// sits at the other end (no port scanning through Cardinal).
+    pub fn public_reason(&self) -> String {
+        match self {
+            Self::Render(_)
+            | Self::BadServer
+            | Self::NotAllowed
+            | Self::BadToken
+            | Self::OutsideServer => self.to_string(),
+            Self::NoClient
+            | Self::Deadline(_)
+            | Self::Unreachable
+            | Self::Transport
+            | Self::Status(_)
+            | Self::NotFhir
+            | Self::TooDeep(_)
+            | Self::OperationOutcome
+            | Self::TooLarge(_)
+            | Self::TooManyPages(_)
+            | Self::ForeignLink => "it could not be obtained from the FHIR server".to_owned(),
+        }
+    }
+}
+
+/// `fhir_server` as a base URL: absolute http(s), no query or fragment, ending in `/`.
+pub fn base_url(fhir_server: &str) -> Option<Url> {
+    let mut base = Url::parse(fhir_server.trim()).ok()?;
+    if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+        return None;
+    }
+    base.set_query(None);
+    base.set_fragment(None);
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Some(base)
 }
 
 /// Limits on one key's fetch.
@@ -83,16 +126,7 @@ impl FhirServer {
     /// `fhir_server` must be an absolute http(s) URL; a base without a trailing `/` gets one, so
     /// `https://ehr/fhir` + `Patient/1` is `https://ehr/fhir/Patient/1`.
     pub fn new(fhir_server: &str, access_token: Option<&str>) -> Result<Self, FetchFailure> {
-        let mut base = Url::parse(fhir_server.trim()).map_err(|_| FetchFailure::BadServer)?;
-        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
-            return Err(FetchFailure::BadServer);
-        }
-        base.set_query(None);
-        base.set_fragment(None);
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = base_url(fhir_server).ok_or(FetchFailure::BadServer)?;
         let authorization = match access_token {
             None => None,
             Some(token) => {
@@ -122,11 +156,19 @@ impl FhirServer {
         }
     }
 
-    /// A `next` link (absolute, or relative to the page it came from), if it stays on the origin of
-    /// the base: the token must not go anywhere else.
+    /// The base URL (ending in `/`).
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// A `next` link (absolute, or relative to the page it came from), if it stays under the base
+    /// URL (not merely its origin): the token must not go to any other path.
     fn follow(&self, page: &Url, link: &str) -> Result<Url, FetchFailure> {
         let url = page.join(link).map_err(|_| FetchFailure::ForeignLink)?;
-        if url.origin() == self.base.origin() {
+        let below_base = url.origin() == self.base.origin()
+            && (url.path().starts_with(self.base.path())
+                || format!("{}/", url.path()) == self.base.path());
+        if below_base {
             Ok(url)
         } else {
             Err(FetchFailure::ForeignLink)
@@ -331,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn next_links_must_stay_on_the_servers_origin() {
+    fn next_links_must_stay_under_the_servers_base() {
         let s = server("http://ehr.test/fhir");
         let page = Url::parse("http://ehr.test/fhir/Observation?patient=1").expect("url");
         assert_eq!(
@@ -339,6 +381,19 @@ mod tests {
                 .map(String::from),
             Ok("http://ehr.test/fhir?_getpages=abc".into())
         );
+        for other_path in [
+            "http://ehr.test/admin/x",
+            "/fhirx/Observation",
+            "../other",
+            "http://ehr.test/fhir/../secret",
+            "http://ehr.test/fhir/%2e%2e/secret",
+        ] {
+            assert_eq!(
+                s.follow(&page, other_path),
+                Err(FetchFailure::ForeignLink),
+                "{other_path}"
+            );
+        }
         assert_eq!(
             s.follow(&page, "Observation?patient=1&_offset=10")
                 .map(String::from),

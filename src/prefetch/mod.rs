@@ -1,6 +1,10 @@
 //! Prefetch: what the EHR sent, reconciled with what the service declared, the rest fetched from the
 //! EHR's FHIR server, or 412.
 //!
+//! Nothing is fetched from a `fhirServer` the caller may not name (its issuer's `fhir_servers`, or
+//! `prefetch.allowed_fhir_servers` without authentication), and every value substituted into a URL
+//! must be a FHIR id (path) or search value (query): Cardinal is no proxy into the network it sits in.
+//!
 //! Per declared key: present → used as sent; `null` → "no such resource"; an OperationOutcome (the
 //! EHR's own prefetch failed) or absent → fetched from `fhirServer` with `fhirAuthorization`'s bearer
 //! token. All missing keys are fetched concurrently under one per-request deadline. A key that cannot
@@ -29,6 +33,7 @@ use tokio::time::Instant;
 use toml::Spanned;
 use tracing::Instrument;
 
+use crate::auth::Caller;
 use crate::cds_hooks::HookRequest;
 use crate::evaluator::CallError;
 use crate::fhir::{Prefetch, PrefetchValue};
@@ -45,6 +50,10 @@ pub struct PrefetchConfig {
     pub max_pages: usize,
     /// Longer URLs are sent as POST `{type}/_search` with a form-encoded body.
     pub max_url_length: usize,
+    /// The `fhirServer` base URLs fetched from for calls without a verified caller (authentication
+    /// off). Empty by default: nothing is fetched. With authentication on, each issuer's
+    /// `fhir_servers` apply instead.
+    pub allowed_fhir_servers: Vec<String>,
 }
 
 impl Default for PrefetchConfig {
@@ -53,6 +62,7 @@ impl Default for PrefetchConfig {
             deadline_ms: 300,
             max_pages: 5,
             max_url_length: 2000,
+            allowed_fhir_servers: Vec::new(),
         }
     }
 }
@@ -182,7 +192,8 @@ fn describe(failures: &[KeyFailure]) -> String {
         .map(|f| {
             format!(
                 "prefetch {} not provided by the EHR and not fetched: {}",
-                f.key, f.reason
+                f.key,
+                f.reason.public_reason()
             )
         })
         .collect::<Vec<_>>()
@@ -224,18 +235,57 @@ fn required_keys(missing: &[&PlannedKey]) -> String {
         .join(", ")
 }
 
+/// Which `fhirServer`s may be fetched from: per issuer, and for calls without a verified caller.
+/// Entries are compared as base URLs (a trailing `/` aside, no query), exactly: a server is not
+/// allowed because it shares a host or a path prefix with an allowed one.
+#[derive(Debug, Clone, Default)]
+struct FhirServerPolicy {
+    unauthenticated: Vec<reqwest::Url>,
+    by_issuer: HashMap<String, Vec<reqwest::Url>>,
+}
+
+impl FhirServerPolicy {
+    fn new(config: &PrefetchConfig, auth: &crate::auth::AuthConfig) -> Self {
+        let bases = |list: &[String]| -> Vec<reqwest::Url> {
+            list.iter().filter_map(|s| fetch::base_url(s)).collect()
+        };
+        Self {
+            unauthenticated: bases(&config.allowed_fhir_servers),
+            by_issuer: auth
+                .issuers
+                .iter()
+                .map(|i| (i.iss.clone(), bases(&i.fhir_servers)))
+                .collect(),
+        }
+    }
+
+    fn allows(&self, caller: Option<&Caller>, server: &FhirServer) -> bool {
+        let allowed = match caller {
+            None => Some(&self.unauthenticated),
+            Some(caller) => self.by_issuer.get(&caller.issuer),
+        };
+        allowed.is_some_and(|list| list.iter().any(|base| base == server.base()))
+    }
+}
+
 /// Fetches missing prefetch keys. One per [`crate::evaluator::Cardinal`]; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Prefetcher {
     /// `None` only when the HTTP client could not be built at start-up (then nothing is fetched).
     client: Option<reqwest::Client>,
     config: PrefetchConfig,
+    policy: FhirServerPolicy,
     max_response_bytes: usize,
 }
 
 impl Prefetcher {
-    /// `max_response_bytes` bounds what one key may bring in, all pages together.
-    pub fn new(config: &PrefetchConfig, max_response_bytes: usize) -> Self {
+    /// `max_response_bytes` bounds what one key may bring in, all pages together; `auth` names the
+    /// `fhirServer`s each issuer may send.
+    pub fn new(
+        config: &PrefetchConfig,
+        auth: &crate::auth::AuthConfig,
+        max_response_bytes: usize,
+    ) -> Self {
         let client = reqwest::Client::builder()
             // A redirect could carry the bearer token elsewhere: FHIR servers answer in place.
             .redirect(reqwest::redirect::Policy::none())
@@ -254,16 +304,19 @@ impl Prefetcher {
         Self {
             client,
             config: config.clone(),
+            policy: FhirServerPolicy::new(config, auth),
             max_response_bytes,
         }
     }
 
     /// Reconciles `request.prefetch` with `plan`: fetches what is missing (if the request names a
-    /// `fhirServer`) and inserts it; drops OperationOutcomes; fails when a required key stays missing.
+    /// `fhirServer` that `caller` may name) and inserts it; drops OperationOutcomes; fails when a
+    /// required key stays missing.
     pub async fn reconcile(
         &self,
         plan: &PrefetchPlan,
         request: &mut HookRequest,
+        caller: Option<&Caller>,
     ) -> Result<(), PrefetchError> {
         let missing = plan.missing(&request.prefetch);
         if missing.is_empty() {
@@ -291,6 +344,13 @@ impl Prefetcher {
         let fetched = match (&self.client, FhirServer::new(fhir_server, token)) {
             (None, _) => fail_all(&missing, &FetchFailure::NoClient),
             (_, Err(reason)) => fail_all(&missing, &reason),
+            (_, Ok(server)) if !self.policy.allows(caller, &server) => {
+                tracing::warn!(
+                    issuer = caller.map(|c| c.issuer.as_str()),
+                    "prefetch refused: fhirServer not on the allow-list"
+                );
+                fail_all(&missing, &FetchFailure::NotAllowed)
+            }
             (Some(client), Ok(server)) => self.fetch(client, server, &missing, request).await,
         };
         let mut failures = Vec::new();

@@ -65,11 +65,43 @@ pub struct TemplateError {
     pub message: String,
 }
 
-/// Why a template could not be rendered for one request: a token has no value in its context.
+/// Why a template could not be rendered for one request: a token has no value in its context, or
+/// its value is not what its place in the URL allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("its template needs {token}, which this request's context does not give")]
-pub struct RenderError {
-    pub token: Token,
+pub enum RenderError {
+    #[error("its template needs {token}, which this request's context does not give")]
+    Missing { token: Token },
+    /// In the path, a value must be a FHIR id (`[A-Za-z0-9\-.]{1,64}`, and not `.` or `..`), so it
+    /// names one resource and cannot climb out of the resource type's path.
+    #[error("the value of {token} in this request is not a valid FHIR id")]
+    NotAnId { token: Token },
+    /// In the query, a value must be a FHIR search value: non-empty, at most 1024 characters, no
+    /// control characters, and not `.` or `..`.
+    #[error("the value of {token} in this request is not a valid FHIR search value")]
+    NotASearchValue { token: Token },
+}
+
+/// Longest value a token may put in a query.
+const MAX_SEARCH_VALUE_CHARS: usize = 1024;
+
+fn is_fhir_id(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !is_dot_segment(value)
+}
+
+fn is_search_value(value: &str) -> bool {
+    !value.is_empty()
+        && value.chars().count() <= MAX_SEARCH_VALUE_CHARS
+        && !value.chars().any(char::is_control)
+        && !is_dot_segment(value)
+}
+
+/// `.` and `..`: path segments that resolve to the current or parent path.
+fn is_dot_segment(value: &str) -> bool {
+    matches!(value, "." | "..")
 }
 
 impl Template {
@@ -115,13 +147,28 @@ impl Template {
     /// The relative FHIR URL for one request's context, every value percent-encoded.
     pub fn render(&self, context: &Map<String, Value>) -> Result<String, RenderError> {
         let mut out = String::new();
+        let mut in_query = false;
         for part in &self.parts {
             match part {
-                Part::Literal(text) => out.push_str(text),
+                Part::Literal(text) => {
+                    out.push_str(text);
+                    in_query |= text.contains('?');
+                }
                 Part::Token(token) => {
-                    let value = token_value(token, context).ok_or_else(|| RenderError {
-                        token: token.clone(),
-                    })?;
+                    let value =
+                        token_value(token, context).ok_or_else(|| RenderError::Missing {
+                            token: token.clone(),
+                        })?;
+                    if in_query && !is_search_value(&value) {
+                        return Err(RenderError::NotASearchValue {
+                            token: token.clone(),
+                        });
+                    }
+                    if !in_query && !is_fhir_id(&value) {
+                        return Err(RenderError::NotAnId {
+                            token: token.clone(),
+                        });
+                    }
                     percent_encode_into(&value, &mut out);
                 }
             }
@@ -263,10 +310,43 @@ mod tests {
             ),
             Ok("Observation?patient=a%20b%26c%3Dd%2Fe%3Ff%23g%7Ch%2C%C3%BC&code=http://loinc.org|1,2".into())
         );
-        let ctx = json!({"userId": "Practitioner/1", "patientId": "Az09-._~"});
+        let ctx = json!({"userId": "Practitioner/1", "patientId": "Az09-.x"});
         assert_eq!(
             render("Patient/{{context.patientId}}", "patient-view", ctx),
-            Ok("Patient/Az09-._~".into())
+            Ok("Patient/Az09-.x".into())
+        );
+    }
+
+    #[test]
+    fn path_values_must_be_fhir_ids_and_query_values_search_values() {
+        for bad in ["..", ".", "a/b", "a b", "", "%2e%2e", &"x".repeat(65)] {
+            let ctx = json!({"userId": "Practitioner/1", "patientId": bad});
+            assert!(
+                matches!(
+                    render("Patient/{{context.patientId}}", "patient-view", ctx),
+                    Err(RenderError::NotAnId { .. }) | Err(RenderError::Missing { .. })
+                ),
+                "{bad:?} in the path"
+            );
+        }
+        for bad in ["..", ".", "a\nb", &"x".repeat(1025)] {
+            let ctx = json!({"userId": "Practitioner/1", "patientId": bad});
+            assert!(
+                matches!(
+                    render(
+                        "Observation?patient={{context.patientId}}",
+                        "patient-view",
+                        ctx
+                    ),
+                    Err(RenderError::NotASearchValue { .. })
+                ),
+                "{bad:?} in the query"
+            );
+        }
+        let ctx = json!({"userId": "Practitioner/1", "patientId": "a..b"});
+        assert_eq!(
+            render("Patient/{{context.patientId}}", "patient-view", ctx),
+            Ok("Patient/a..b".into())
         );
     }
 

@@ -34,6 +34,8 @@ pub struct Metrics {
     candidate_disagreements: Counter<u64>,
     reloads: Counter<u64>,
     reload_duration: Histogram<f64>,
+    auth_rejected: Counter<u64>,
+    audit_records: Counter<u64>,
     /// Observable instruments, kept alive with their callbacks.
     observers: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
@@ -137,6 +139,18 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("Time from a reload's start to its swap or rejection")
                 .with_boundaries(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .build(),
+            auth_rejected: meter
+                .u64_counter("cardinal.auth.rejected")
+                .with_description(
+                    "Calls refused with 401 / UNAUTHENTICATED, by reason (expired, signature, replayed, ...)",
+                )
+                .build(),
+            audit_records: meter
+                .u64_counter("cardinal.audit.records")
+                .with_description(
+                    "Audit records, by outcome (written, failed, dropped_full, dropped_no_writer)",
+                )
                 .build(),
             meter,
             provider,
@@ -318,6 +332,33 @@ impl Metrics {
     /// A panic caught while serving a request (a defect: the request got a fixed 500 answer).
     pub fn panic(&self, place: &'static str) {
         self.panics.add(1, &[KeyValue::new("where", place)]);
+    }
+
+    /// A call refused by authentication, with the fixed reason.
+    pub fn auth_rejected(&self, reason: &'static str) {
+        self.auth_rejected
+            .add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// Audit records written, or not.
+    pub fn audit_records(&self, outcome: &'static str, count: u64) {
+        self.audit_records
+            .add(count, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// Exports whether the audit sink is failing (1) or writing (0).
+    pub fn observe_audit(&self, failing: impl Fn() -> bool + Send + Sync + 'static) {
+        let gauge = self
+            .meter
+            .u64_observable_gauge("cardinal.audit.failing")
+            .with_description("1 while the audit trail cannot be written")
+            .with_callback(move |observer| observer.observe(u64::from(failing()), &[]))
+            .build();
+        let mut observers = match self.observers.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        observers.push(Box::new(gauge));
     }
 
     /// Counts a call in flight until the returned guard is dropped.

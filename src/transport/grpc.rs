@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::admission::Ticket;
+use crate::audit::{AuditRecord, AuditUnavailable, CallKind};
+use crate::auth::Caller;
 
 use crate::evaluator::{CallError, Cardinal, Evaluation};
 use crate::explain::ExplainReport;
@@ -15,6 +17,8 @@ use crate::proto::rule_set_admin_server::{RuleSetAdmin, RuleSetAdminServer};
 use crate::reload;
 use crate::rule_set::Trigger;
 
+use super::authn::{self, Authenticated};
+use super::edge::Edge;
 use super::grpc_convert;
 use super::observe::TraceId;
 
@@ -24,6 +28,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("card
 #[derive(Clone)]
 pub struct GrpcService {
     cardinal: Cardinal,
+    edge: Edge,
 }
 
 /// The gRPC status for a call error, with the same message HTTP would give.
@@ -45,18 +50,67 @@ pub(super) fn panic_response() -> axum::response::Response {
         .into_http::<axum::body::Body>()
 }
 
+/// The answer when the audit trail cannot take a record and the policy is to refuse.
+fn audit_unavailable(_: AuditUnavailable) -> Status {
+    Status::unavailable("the service cannot record this call in its audit trail; try again later")
+}
+
+/// The HTTP status of the same answer over HTTP, for the audit trail.
+fn http_status_of(status: &Status) -> u16 {
+    match status.code() {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::OutOfRange => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::FailedPrecondition => 412,
+        Code::ResourceExhausted | Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        _ => 500,
+    }
+}
+
 impl GrpcService {
+    /// The verified caller of a call to the CDS Hooks path `path` (its `aud` is checked here, now
+    /// that the message has named the service).
+    fn caller<T>(&self, request: &Request<T>, path: &str) -> Result<Option<Caller>, Status> {
+        let Some(authenticated) = request.extensions().get::<Authenticated>() else {
+            // The middleware always says; without it, fail closed.
+            return Err(authn::unauthenticated_status());
+        };
+        authenticated.resolve(path).map_err(|why| {
+            // Logged and counted like the middleware's refusals; the answer carries no detail.
+            let _ = authn::reject(&self.cardinal, true, why);
+            authn::unauthenticated_status()
+        })
+    }
+
     /// A hook call as `CallHook` and `Explain` take it: unknown service first, then the request, then
-    /// the one evaluation path, with the trace id of the server span.
+    /// the one evaluation path, with the trace id of the server span; recorded in the audit trail.
     async fn evaluate(
         &self,
         request: Request<proto::CallHookRequest>,
+        kind: CallKind,
     ) -> Result<Evaluation, Status> {
         let trace_id = request
             .extensions()
             .get::<TraceId>()
             .map(|TraceId(id)| id.clone());
         let admission = request.extensions().get::<Arc<Ticket>>().cloned();
+        let service_id = request.get_ref().service_id.clone();
+        let path = match kind {
+            CallKind::Explain => format!("/cds-services/{service_id}/explain"),
+            _ => format!("/cds-services/{service_id}"),
+        };
+        let caller = self.caller(&request, &path)?;
+        if kind == CallKind::Explain
+            && let Some(auth) = self.edge.authenticator()
+            && !caller.as_ref().is_some_and(|c| auth.may_explain(c))
+        {
+            return Err(Status::permission_denied(
+                "this caller may not use the explain endpoint",
+            ));
+        }
         #[cfg(feature = "fault-injection")]
         if request.metadata().contains_key("x-cardinal-inject-panic") {
             #[allow(clippy::panic)]
@@ -64,7 +118,37 @@ impl GrpcService {
                 panic!("injected fault while reading patient Jane Roe, MRN 4711-0815");
             }
         }
-        let message = request.into_inner();
+        let mut record =
+            AuditRecord::new(kind, "grpc", caller.as_ref(), &service_id, trace_id.clone());
+        self.edge.audit().admit().map_err(audit_unavailable)?;
+        let result = self
+            .evaluate_audited(
+                request.into_inner(),
+                caller,
+                trace_id,
+                admission,
+                &mut record,
+            )
+            .await;
+        match &result {
+            Ok(evaluation) => record.answered(&evaluation.response),
+            Err(status) => record.refused(http_status_of(status)),
+        }
+        self.edge
+            .audit()
+            .record(record)
+            .map_err(audit_unavailable)?;
+        result
+    }
+
+    async fn evaluate_audited(
+        &self,
+        message: proto::CallHookRequest,
+        caller: Option<Caller>,
+        trace_id: Option<String>,
+        admission: Option<Arc<Ticket>>,
+        record: &mut AuditRecord,
+    ) -> Result<Evaluation, Status> {
         let service_id = message.service_id.clone();
         // The rule set is taken here, on arrival.
         let rule_set = self.cardinal.call_target(&service_id).map_err(status_of)?;
@@ -80,9 +164,11 @@ impl GrpcService {
                 .map_err(|_| Status::internal("request conversion failed"))?
         };
         let (hook_request, mut options) = converted.map_err(|e| status_of(e.into()))?;
+        record.request(&hook_request);
         options.trace_id = trace_id;
         options.admission = admission;
         options.rule_set = Some(rule_set);
+        options.caller = caller;
         self.cardinal
             .call(&service_id, hook_request, options)
             .await
@@ -104,7 +190,7 @@ impl CdsHooks for GrpcService {
         &self,
         request: Request<proto::CallHookRequest>,
     ) -> Result<Response<proto::CallHookResponse>, Status> {
-        let evaluation = self.evaluate(request).await?;
+        let evaluation = self.evaluate(request, CallKind::Hook).await?;
         Ok(with_rule_set(
             Response::new(grpc_convert::hook_response(&evaluation.response)),
             &evaluation,
@@ -120,7 +206,7 @@ impl CdsHooks for GrpcService {
                 "the explain endpoint is disabled on this server (configuration `explain_endpoint`)",
             ));
         }
-        let evaluation = self.evaluate(request).await?;
+        let evaluation = self.evaluate(request, CallKind::Explain).await?;
         let report = ExplainReport::new(&evaluation);
         Ok(with_rule_set(
             Response::new(grpc_convert::explain_response(
@@ -135,15 +221,31 @@ impl CdsHooks for GrpcService {
         &self,
         request: Request<proto::SubmitFeedbackRequest>,
     ) -> Result<Response<proto::SubmitFeedbackResponse>, Status> {
+        let trace_id = request
+            .extensions()
+            .get::<TraceId>()
+            .map(|TraceId(id)| id.clone());
+        let service_id = request.get_ref().service_id.clone();
+        let caller = self.caller(&request, &format!("/cds-services/{service_id}/feedback"))?;
+        let mut record = AuditRecord::new(
+            CallKind::Feedback,
+            "grpc",
+            caller.as_ref(),
+            &service_id,
+            trace_id,
+        );
+        self.edge.audit().admit().map_err(audit_unavailable)?;
         let message = request.into_inner();
-        self.cardinal
-            .service(&message.service_id)
-            .map_err(status_of)?;
-        let feedback = grpc_convert::feedback(&message).map_err(|e| status_of(e.into()))?;
-        let accepted = self
-            .cardinal
-            .feedback(&message.service_id, &feedback)
-            .map_err(status_of)?;
+        let result = self.accept_feedback(&message, &mut record);
+        record.refused(match &result {
+            Ok(_) => 200,
+            Err(status) => http_status_of(status),
+        });
+        self.edge
+            .audit()
+            .record(record)
+            .map_err(audit_unavailable)?;
+        let accepted = result?;
         Ok(Response::new(proto::SubmitFeedbackResponse {
             accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
         }))
@@ -177,21 +279,38 @@ impl RuleSetAdmin for AdminService {
     }
 }
 
-/// Cardinal's gRPC services: CdsHooks, RuleSetAdmin, grpc.health.v1, and reflection (v1).
-pub async fn routes(cardinal: Cardinal) -> tonic::service::Routes {
+/// `cardinal.v1.RuleSetAdmin`, served on the admin listener only (never to EHRs).
+pub fn admin_service(cardinal: Cardinal) -> RuleSetAdminServer<AdminService> {
+    RuleSetAdminServer::new(AdminService { cardinal })
+}
+
+impl GrpcService {
+    fn accept_feedback(
+        &self,
+        message: &proto::SubmitFeedbackRequest,
+        record: &mut AuditRecord,
+    ) -> Result<usize, Status> {
+        self.cardinal
+            .service(&message.service_id)
+            .map_err(status_of)?;
+        let feedback = grpc_convert::feedback(message).map_err(|e| status_of(e.into()))?;
+        record.feedback(&feedback);
+        self.cardinal
+            .feedback(&message.service_id, &feedback)
+            .map_err(status_of)
+    }
+}
+
+/// Cardinal's gRPC services: CdsHooks, grpc.health.v1, and reflection (v1).
+pub async fn routes(cardinal: Cardinal, edge: Edge) -> tonic::service::Routes {
     let max_message = cardinal.config().max_body_bytes;
-    let admin = RuleSetAdminServer::new(AdminService {
-        cardinal: cardinal.clone(),
-    });
     let service =
-        CdsHooksServer::new(GrpcService { cardinal }).max_decoding_message_size(max_message);
+        CdsHooksServer::new(GrpcService { cardinal, edge }).max_decoding_message_size(max_message);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CdsHooksServer<GrpcService>>()
         .await;
-    let mut routes = tonic::service::Routes::new(service)
-        .add_service(admin)
-        .add_service(health_service);
+    let mut routes = tonic::service::Routes::new(service).add_service(health_service);
     match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -1,5 +1,6 @@
-//! The CDS Hooks HTTP/JSON API: discovery, service calls, feedback, health, and (when configured)
-//! the explain report for rule authors.
+//! The CDS Hooks HTTP/JSON API: discovery, service calls, feedback, and (when configured) the explain
+//! report for rule authors. Health and metrics are on the admin listener ([`super::admin`]). Every
+//! hook, explain and feedback call leaves one audit record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,16 +11,16 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde_json::json;
 
 use crate::admission::Ticket;
+use crate::audit::{AuditRecord, AuditUnavailable, CallKind};
+use crate::auth::Caller;
 use crate::cds_hooks::{FeedbackRequest, HookRequest, IssueType};
 use crate::evaluator::{CallOptions, Cardinal, Evaluation, parse_evaluation_time};
 use crate::explain::ExplainReport;
 
-use crate::reload;
-use crate::rule_set::{ReloadResult, Trigger};
-
+use super::authn::Authenticated;
+use super::edge::Edge;
 use super::http_error::HttpError;
 use super::observe::TraceId;
 use super::{EVALUATION_TIME_HEADER, RULE_SET_HEADER};
@@ -39,17 +40,6 @@ pub fn routes(cardinal: Cardinal) -> Router {
         .route(
             "/cds-services/{id}/feedback",
             post(feedback).fallback(method_not_allowed),
-        )
-        .route("/healthz", get(healthz).fallback(method_not_allowed))
-        .route("/metrics", get(metrics).fallback(method_not_allowed))
-        .route("/readyz", get(readyz).fallback(method_not_allowed))
-        .route(
-            "/admin/reload",
-            post(admin_reload).fallback(method_not_allowed),
-        )
-        .route(
-            "/admin/rule-set",
-            get(admin_rule_set).fallback(method_not_allowed),
         )
         .with_state(cardinal)
 }
@@ -165,14 +155,62 @@ fn evaluation_time(
 struct CallParts {
     trace: Option<Extension<TraceId>>,
     admission: Option<Extension<Arc<Ticket>>>,
+    authenticated: Option<Extension<Authenticated>>,
     headers: HeaderMap,
 }
 
+impl CallParts {
+    fn trace_id(&self) -> Option<String> {
+        self.trace.as_ref().map(|Extension(TraceId(id))| id.clone())
+    }
+
+    /// The verified caller (`aud` was checked against this path by the middleware).
+    fn caller(&self) -> Option<Caller> {
+        match &self.authenticated {
+            Some(Extension(Authenticated::Caller(caller))) => Some(caller.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The answer when the audit trail cannot take a record and the policy is to refuse.
+fn audit_unavailable(_: AuditUnavailable) -> HttpError {
+    HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        IssueType::Transient,
+        "the service cannot record this call in its audit trail; try again later",
+    )
+}
+
+/// Evaluates a hook or explain call with its audit record: refused at once while the audit trail
+/// cannot be written (refuse policy); the record is queued before the answer leaves.
+async fn audited_call(
+    cardinal: &Cardinal,
+    edge: &Edge,
+    kind: CallKind,
+    id: &str,
+    parts: CallParts,
+    body: Body,
+) -> Result<Evaluation, HttpError> {
+    let mut record = AuditRecord::new(kind, "http", parts.caller().as_ref(), id, parts.trace_id());
+    edge.audit().admit().map_err(audit_unavailable)?;
+    let result = evaluate(cardinal, id, parts, body, &mut record).await;
+    match &result {
+        Ok(evaluation) => record.answered(&evaluation.response),
+        Err(e) => record.refused(e.status.as_u16()),
+    }
+    edge.audit().record(record).map_err(audit_unavailable)?;
+    result
+}
+
+#[allow(clippy::too_many_arguments)] // axum extractors
 async fn call(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
+    Extension(edge): Extension<Edge>,
     trace: Option<Extension<TraceId>>,
     admission: Option<Extension<Arc<Ticket>>>,
+    authenticated: Option<Extension<Authenticated>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
@@ -181,9 +219,10 @@ async fn call(
     let parts = CallParts {
         trace,
         admission,
+        authenticated,
         headers,
     };
-    let evaluation = evaluate(&cardinal, &id, parts, body).await?;
+    let evaluation = audited_call(&cardinal, &edge, CallKind::Hook, &id, parts, body).await?;
     let version = rule_set_header(&evaluation);
     Ok(([version], Json(evaluation.response)).into_response())
 }
@@ -199,12 +238,16 @@ fn rule_set_header(evaluation: &Evaluation) -> (header::HeaderName, header::Head
 }
 
 /// Same body, validation and refusals as a hook call; answers with every rule's verdict, facts and
-/// conditions. Off unless `explain_endpoint = true`: the report can quote patient data.
+/// conditions. Off unless `explain_endpoint = true`: the report can quote patient data. With
+/// authentication on, only callers of an issuer in `auth.explain_issuers` may use it.
+#[allow(clippy::too_many_arguments)] // axum extractors
 async fn explain(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
+    Extension(edge): Extension<Edge>,
     trace: Option<Extension<TraceId>>,
     admission: Option<Extension<Arc<Ticket>>>,
+    authenticated: Option<Extension<Authenticated>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
@@ -216,9 +259,21 @@ async fn explain(
     let parts = CallParts {
         trace,
         admission,
+        authenticated,
         headers,
     };
-    let evaluation = evaluate(&cardinal, &id, parts, body).await?;
+    if let Some(auth) = edge.authenticator()
+        && !parts
+            .caller()
+            .is_some_and(|caller| auth.may_explain(&caller))
+    {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "this caller may not use the explain endpoint",
+        ));
+    }
+    let evaluation = audited_call(&cardinal, &edge, CallKind::Explain, &id, parts, body).await?;
     let version = rule_set_header(&evaluation);
     Ok(([version], Json(ExplainReport::new(&evaluation))).into_response())
 }
@@ -240,15 +295,18 @@ async fn evaluate(
     id: &str,
     parts: CallParts,
     body: Body,
+    record: &mut AuditRecord,
 ) -> Result<Evaluation, HttpError> {
     // Unknown service first: 404 wins over a body problem. The rule set is taken here, on arrival.
     let rule_set = cardinal.call_target(id)?;
     require_json(&parts.headers)?;
     let body = read_body(cardinal, &parts.headers, body).await?;
     let request = parse_request(body).await?;
+    record.request(&request);
     let options = CallOptions {
         evaluation_time: evaluation_time(&parts.headers)?,
-        trace_id: parts.trace.map(|Extension(TraceId(id))| id),
+        trace_id: parts.trace_id(),
+        caller: parts.caller(),
         admission: parts.admission.map(|Extension(ticket)| ticket),
         rule_set: Some(rule_set),
     };
@@ -278,88 +336,50 @@ async fn parse_request(body: Bytes) -> Result<HookRequest, HttpError> {
 async fn feedback(
     State(cardinal): State<Cardinal>,
     Path(id): Path<String>,
+    Extension(edge): Extension<Edge>,
+    trace: Option<Extension<TraceId>>,
+    authenticated: Option<Extension<Authenticated>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    cardinal.service(&id)?;
-    require_json(&headers)?;
-    let body = read_body(&cardinal, &headers, body).await?;
-    let feedback = FeedbackRequest::from_json_bytes(&body)?;
-    cardinal.feedback(&id, &feedback)?;
+    let parts = CallParts {
+        trace,
+        admission: None,
+        authenticated,
+        headers,
+    };
+    let mut record = AuditRecord::new(
+        CallKind::Feedback,
+        "http",
+        parts.caller().as_ref(),
+        &id,
+        parts.trace_id(),
+    );
+    edge.audit().admit().map_err(audit_unavailable)?;
+    let result = accept_feedback(&cardinal, &id, &parts.headers, body, &mut record).await;
+    record.refused(match &result {
+        Ok(()) => 200,
+        Err(e) => e.status.as_u16(),
+    });
+    edge.audit().record(record).map_err(audit_unavailable)?;
+    result?;
     Ok(StatusCode::OK.into_response())
 }
 
-/// Prometheus text exposition of Cardinal's metrics.
-async fn metrics(State(cardinal): State<Cardinal>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        cardinal.metrics().prometheus_text(),
-    )
-        .into_response()
-}
-
-async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
-}
-
-/// Ready unless shutting down or overloaded (full, or refused a call in the last second): a load
-/// balancer then sends calls to other replicas.
-async fn readyz(State(cardinal): State<Cardinal>) -> Response {
-    let rule_set = cardinal.rule_set();
-    let registry = rule_set.registry();
-    let admission = cardinal.admission();
-    let status = if admission.draining() {
-        "draining"
-    } else if admission.overloaded() {
-        "overloaded"
-    } else {
-        "ready"
-    };
-    let code = if status == "ready" {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = Json(json!({
-        "status": status,
-        "services": registry.len(),
-        "rules": registry.rule_count(),
-        "calls_admitted": admission.admitted(),
-        "rule_set": rule_set_status(&cardinal),
-    }));
-    (code, body).into_response()
-}
-
-/// The serving rule set and the last reload (a rejected one with every error): the replica stays
-/// ready on its previous set, and this is where an operator sees why the new one was refused.
-fn rule_set_status(cardinal: &Cardinal) -> serde_json::Value {
-    let rule_set = cardinal.rule_set();
-    json!({
-        "version": rule_set.version(),
-        "loaded_at": rule_set.loaded_at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "services": rule_set.registry().len(),
-        "rules": rule_set.registry().rule_count(),
-        "last_reload": cardinal.rule_sets().last_reload(),
-    })
-}
-
-/// `GET /admin/rule-set`: the serving version and the last reload.
-async fn admin_rule_set(State(cardinal): State<Cardinal>) -> Response {
-    Json(rule_set_status(&cardinal)).into_response()
-}
-
-/// `POST /admin/reload`: reloads now and answers with the report; 422 when the new set was
-/// rejected (the previous one keeps serving).
-async fn admin_reload(State(cardinal): State<Cardinal>) -> Response {
-    let report = reload::reload_async(&cardinal, Trigger::Admin).await;
-    let code = match report.result {
-        ReloadResult::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::OK,
-    };
-    (code, Json(report)).into_response()
+async fn accept_feedback(
+    cardinal: &Cardinal,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    record: &mut AuditRecord,
+) -> Result<(), HttpError> {
+    cardinal.service(id)?;
+    require_json(headers)?;
+    let body = read_body(cardinal, headers, body).await?;
+    let feedback = FeedbackRequest::from_json_bytes(&body)?;
+    record.feedback(&feedback);
+    cardinal.feedback(id, &feedback)?;
+    Ok(())
 }
 
 async fn method_not_allowed(method: Method) -> HttpError {

@@ -59,8 +59,12 @@ pub struct CardinalProcess {
     pub addr: SocketAddr,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The admin listener (metrics, health, readiness).
+    pub admin_addr: SocketAddr,
     stdout: Output,
     stderr: Output,
+    /// The data directory (audit trail).
+    pub data_dir: tempfile::TempDir,
 }
 
 /// What the process wrote, after it stopped.
@@ -71,15 +75,19 @@ pub struct Logs {
 }
 
 impl CardinalProcess {
-    /// `cardinal serve --listen 127.0.0.1:0 --rules <rules>` with JSON logs, from the project
-    /// directory. `CARDINAL_*`, `OTEL_*` and `RUST_LOG` variables of the test's own environment are
-    /// not passed on; `env` is set on top (e.g. `CARDINAL_LOG_FILTER`, `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    /// `cardinal serve --dev --listen 127.0.0.1:0 --rules <rules>` (no authentication) with JSON
+    /// logs, from the project directory, the admin listener on another loopback port and a temporary
+    /// data directory. `CARDINAL_*`, `OTEL_*` and `RUST_LOG` variables of the test's own environment
+    /// are not passed on; `env` is set on top (e.g. `CARDINAL_LOG_FILTER`,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub fn spawn(rules: &Path, env: &[(&str, &str)]) -> Self {
-        Self::spawn_with_args(rules, env, &[])
+        Self::spawn_with_args(rules, env, &["--dev"])
     }
 
-    /// The same, with further `serve` arguments (e.g. `--dev`).
+    /// The same with exactly these further `serve` arguments: without `--dev`, the production
+    /// profile (authentication required: `env` must name a configuration with issuers).
     pub fn spawn_with_args(rules: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
         let mut command = Command::new(env!("CARGO_BIN_EXE_cardinal"));
         command
             .arg("serve")
@@ -98,6 +106,8 @@ impl CardinalProcess {
         command.env("CARDINAL_LOG_FORMAT", "json");
         // The tests pin "now" so their cards do not depend on the day they run.
         command.env("CARDINAL_ALLOW_EVALUATION_TIME_OVERRIDE", "true");
+        command.env("CARDINAL_ADMIN_LISTEN", "127.0.0.1:0");
+        command.env("CARDINAL_DATA_DIR", data_dir.path());
         for (key, value) in env {
             command.env(key, value);
         }
@@ -109,8 +119,8 @@ impl CardinalProcess {
             .expect("spawn cardinal");
         let stdout = Output::capture(child.stdout.take().expect("stdout"));
         let stderr = Output::capture(child.stderr.take().expect("stderr"));
-        let addr = match listening_address(&stderr, Duration::from_secs(60)) {
-            Ok(addr) => addr,
+        let (addr, admin_addr) = match listening_addresses(&stderr, Duration::from_secs(60)) {
+            Ok(addrs) => addrs,
             Err(why) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -121,13 +131,20 @@ impl CardinalProcess {
             child,
             addr,
             base: format!("http://{addr}"),
+            admin_addr,
             stdout,
             stderr,
+            data_dir,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
     }
 
     pub fn pid(&self) -> u32 {
@@ -203,9 +220,14 @@ impl Drop for CardinalProcess {
     }
 }
 
-/// The address from the JSON log line `cardinal listening ... "addr":"127.0.0.1:PORT"`.
-fn listening_address(stderr: &Output, timeout: Duration) -> Result<SocketAddr, String> {
+/// The addresses from the JSON log lines `admin listening ... "addr":...` and
+/// `cardinal listening ... "addr":"127.0.0.1:PORT"`.
+fn listening_addresses(
+    stderr: &Output,
+    timeout: Duration,
+) -> Result<(SocketAddr, SocketAddr), String> {
     let deadline = Instant::now() + timeout;
+    let mut admin = None;
     while Instant::now() < deadline {
         let line = match stderr.lines.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => line,
@@ -214,13 +236,20 @@ fn listening_address(stderr: &Output, timeout: Duration) -> Result<SocketAddr, S
                 return Err("cardinal exited before listening".into());
             }
         };
-        if line.contains("cardinal listening") {
-            let value: Value = serde_json::from_str(&line)
+        let address = |line: &str| -> Result<SocketAddr, String> {
+            let value: Value = serde_json::from_str(line)
                 .map_err(|e| format!("the listening line is not JSON ({e}): {line}"))?;
-            return value["addr"]
+            value["addr"]
                 .as_str()
                 .and_then(|a| a.parse().ok())
-                .ok_or_else(|| format!("no addr in the listening line: {line}"));
+                .ok_or_else(|| format!("no addr in the listening line: {line}"))
+        };
+        if line.contains("admin listening") {
+            admin = Some(address(&line)?);
+        } else if line.contains("cardinal listening") {
+            let main = address(&line)?;
+            let admin = admin.ok_or("no admin listening line before the listening line")?;
+            return Ok((main, admin));
         }
     }
     Err("cardinal did not start listening".into())
