@@ -10,8 +10,8 @@
 //! - rules run in the sandboxed [`engine`], loaded from `rules/` by [`registry`];
 //! - cards are built and explained in [`cards`];
 //! - the wire model is [`cds_hooks`];
-//! - for rule authors: [`explain`] (every rule's verdict, facts and conditions) and [`rule_tests`]
-//!   (`cardinal test`: test cases next to the rules);
+//! - for rule authors: [`explain`] (every rule's verdict, facts and conditions), [`rule_tests`]
+//!   (`cardinal test`: test cases next to the rules) and [`lint`] (`cardinal check`'s warnings);
 //! - for operators: [`loadgen`] (`cardinal bench`: load and idle connections, loopback only).
 
 pub mod admission;
@@ -22,6 +22,7 @@ pub mod engine;
 pub mod evaluator;
 pub mod explain;
 pub mod fhir;
+pub mod lint;
 pub mod loadgen;
 pub mod patient;
 pub mod prefetch;
