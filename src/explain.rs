@@ -330,7 +330,7 @@ impl fmt::Display for ExplainReport {
                     } else {
                         format!(" (absent: {})", c.unknown.join(", "))
                     };
-                    writeln!(f, "    {:<7}  {}{absent}", c.state(), c.name)?;
+                    writeln!(f, "    {:<5}  {}{absent}", c.state(), c.name)?;
                 }
             }
             if !rule.facts.is_empty() {

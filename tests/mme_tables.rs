@@ -48,8 +48,15 @@ fn the_cdc_2022_table_gives_tramadol_and_tapentadol_their_factors() {
     copy_dir(&common::project_path("rules"), &rules);
     let settings = rules.join("opioid-cds/lib/settings.rhai");
     let text = std::fs::read_to_string(&settings).unwrap();
-    assert!(text.contains("mme_table: \"guide\""), "the default is the guide's table");
-    std::fs::write(&settings, text.replace("mme_table: \"guide\"", "mme_table: \"cdc-2022\"")).unwrap();
+    assert!(
+        text.contains("mme_table: \"guide\""),
+        "the default is the guide's table"
+    );
+    std::fs::write(
+        &settings,
+        text.replace("mme_table: \"guide\"", "mme_table: \"cdc-2022\""),
+    )
+    .unwrap();
     let cardinal = Cardinal::load(Config {
         rules_dir: rules.clone(),
         ..Config::default().development()
