@@ -30,7 +30,7 @@ use criterion::{BatchSize, Criterion};
 #[path = "../tests/support/synthea.rs"]
 mod synthea;
 
-const ORDER_SIGN_SERVICES: [&str; 10] = [
+const ORDER_SIGN_SERVICES: [&str; 9] = [
     "opioidcds-01",
     "opioidcds-02",
     "opioidcds-03",
@@ -40,7 +40,6 @@ const ORDER_SIGN_SERVICES: [&str; 10] = [
     "opioidcds-08",
     "opioidcds-09",
     "opioidcds-10-order-sign",
-    "opioidcds-08-order-sign",
 ];
 
 struct Case {

@@ -124,6 +124,7 @@ mod tests {
                 .collect(),
             facts: Vec::new(),
             conditions: Vec::new(),
+            system_actions: Vec::new(),
             prints: Vec::new(),
             duration: Duration::ZERO,
             operations: 0,

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::cds_hooks::response::ResponseExtension;
-use crate::cds_hooks::{Diagnostic, HookResponse};
+use crate::cds_hooks::{Diagnostic, HookResponse, Undecided};
 use crate::engine::{RuleOutcome, Verdict};
 
 use crate::cds_hooks::card::MAX_SUMMARY_CHARS;
@@ -159,6 +159,12 @@ fn link(value: Value, path: &str) -> Result<Link, String> {
     })
 }
 
+/// Validates what a rule passed to `system_action(...)`: an action as on a card (type, description,
+/// and the resource or resource id its type needs).
+pub fn system_action_from_spec(spec: Value) -> Result<Action, String> {
+    action(spec, "system_action")
+}
+
 /// Validates what a rule passed to `card(...)`. Errors name the field and what is wrong.
 pub fn from_rule_spec(spec: Value, default_source: &Source) -> Result<Card, String> {
     let mut obj = object(spec, "card")?;
@@ -291,8 +297,10 @@ pub fn response(
         .evaluated_at
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut cards = Vec::new();
+    let mut system_actions = Vec::new();
     let mut bytes = 0usize;
     let mut diagnostics = Vec::new();
+    let mut undecided = Vec::new();
     // Silent and candidate rules are recorded elsewhere; the EHR sees only the rules in use.
     for outcome in outcomes.iter().filter(|o| o.mode.is_active()) {
         match &outcome.verdict {
@@ -336,8 +344,17 @@ pub fn response(
                 }
                 bytes = bytes.saturating_add(size);
                 cards.extend(finished);
+                system_actions.extend(outcome.system_actions.iter().cloned());
             }
-            Verdict::NotFired => {}
+            Verdict::NotFired => {
+                if let Some(c) = outcome.undecided() {
+                    undecided.push(Undecided {
+                        rule_id: outcome.rule_id.clone(),
+                        condition: c.name.clone(),
+                        absent: c.unknown.clone(),
+                    });
+                }
+            }
             Verdict::Error(err) => diagnostics.push(Diagnostic {
                 rule_id: outcome.rule_id.clone(),
                 kind: err.kind.as_str().to_owned(),
@@ -349,11 +366,12 @@ pub fn response(
     }
     HookResponse {
         cards,
-        system_actions: Vec::new(),
+        system_actions,
         extension: ResponseExtension {
             diagnostics,
             trace_id,
             rule_set: Some(rule_set),
+            undecided,
         },
     }
 }

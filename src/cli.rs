@@ -48,7 +48,8 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
-    /// Validate every manifest and compile every rule; report each error as file:line:column.
+    /// Validate every manifest and compile every rule; report each error as file:line:column, then
+    /// warnings about card text (escape sequences in backtick strings, HTML) and duplicate services.
     Check {
         /// Rules directory (default: the configured one).
         dir: Option<PathBuf>,
@@ -328,6 +329,13 @@ fn check(dir: PathBuf, config: &Config) -> ExitCode {
                 && local.report().files > 0
             {
                 println!("terminology: {}", local.report());
+            }
+            let warnings = cardinal::lint::lint(&dir, registry);
+            for warning in &warnings {
+                eprintln!("{warning}");
+            }
+            if !warnings.is_empty() {
+                eprintln!("{} warning(s) in {}", warnings.len(), dir.display());
             }
             ExitCode::SUCCESS
         }

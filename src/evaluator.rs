@@ -531,12 +531,13 @@ impl Cardinal {
             self.metrics
                 .rule_error(service.id(), &rule.id, e.kind.as_str());
         }
-        self.metrics.rule_run(
-            service.id(),
-            &rule.id,
-            outcome.verdict.as_str(),
-            outcome.duration,
-        );
+        // A rule stopped on a condition it could not decide (absent data) is counted apart.
+        let verdict = match outcome.undecided() {
+            Some(_) => "unknown",
+            None => outcome.verdict.as_str(),
+        };
+        self.metrics
+            .rule_run(service.id(), &rule.id, verdict, outcome.duration);
         for card in &outcome.cards {
             let indicator = card.indicator.as_str();
             if rule.mode.is_active() {

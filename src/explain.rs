@@ -46,11 +46,27 @@ pub struct RuleErrorReport {
     pub column: Option<u32>,
 }
 
-/// A condition named with `require(name, ...)`, in the order the rule checked it.
+/// A condition named with `require(name, ...)`, in the order the rule checked it. One not met is
+/// false, or unknown when `unknown` lists the absent elements that left it undecided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConditionReport {
     pub name: String,
     pub met: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
+}
+
+impl ConditionReport {
+    /// `met`, `FALSE` or `UNKNOWN`.
+    pub fn state(&self) -> &'static str {
+        if self.met {
+            "met"
+        } else if self.unknown.is_empty() {
+            "FALSE"
+        } else {
+            "UNKNOWN"
+        }
+    }
 }
 
 /// One rule's run.
@@ -139,6 +155,7 @@ impl RuleReport {
                 .map(|c| ConditionReport {
                     name: c.name.clone(),
                     met: c.met,
+                    unknown: c.unknown.clone(),
                 })
                 .collect(),
             facts: outcome.facts.clone(),
@@ -158,7 +175,13 @@ impl RuleReport {
                 format!("FIRED, {}", plural(n, "card"))
             }
             RuleVerdict::NotFired => match &self.failed_condition {
-                Some(condition) => format!("NOT FIRED: condition \"{condition}\" was false"),
+                Some(condition) => match self.undecided_elements() {
+                    Some(absent) => format!(
+                        "NOT FIRED: condition \"{condition}\" could not be decided (absent: {})",
+                        absent.join(", ")
+                    ),
+                    None => format!("NOT FIRED: condition \"{condition}\" was false"),
+                },
                 None => "NOT FIRED: finished without a card (every condition it checked was met)"
                     .to_owned(),
             },
@@ -174,6 +197,12 @@ impl RuleReport {
                 None => "ERROR".to_owned(),
             },
         }
+    }
+
+    /// The absent elements of the condition that stopped the rule, when it was undecided.
+    pub fn undecided_elements(&self) -> Option<&[String]> {
+        let stop = self.conditions.iter().find(|c| !c.met)?;
+        (!stop.unknown.is_empty()).then_some(stop.unknown.as_slice())
     }
 
     /// `file:line:column` (or `line:column`) of an error.
@@ -312,12 +341,12 @@ impl fmt::Display for ExplainReport {
             if !rule.conditions.is_empty() {
                 writeln!(f, "  conditions:")?;
                 for c in &rule.conditions {
-                    writeln!(
-                        f,
-                        "    {}  {}",
-                        if c.met { "met  " } else { "FALSE" },
-                        c.name
-                    )?;
+                    let absent = if c.unknown.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (absent: {})", c.unknown.join(", "))
+                    };
+                    writeln!(f, "    {:<5}  {}{absent}", c.state(), c.name)?;
                 }
             }
             if !rule.facts.is_empty() {

@@ -13,8 +13,8 @@
 //!   cases pass; silent rules and [`candidate`] versions are evaluated and recorded, never shown;
 //! - cards are built and explained in [`cards`];
 //! - the wire model is [`cds_hooks`];
-//! - for rule authors: [`explain`] (every rule's verdict, facts and conditions) and [`rule_tests`]
-//!   (`cardinal test`: test cases next to the rules);
+//! - for rule authors: [`explain`] (every rule's verdict, facts and conditions), [`rule_tests`]
+//!   (`cardinal test`: test cases next to the rules) and [`lint`] (`cardinal check`'s warnings);
 //! - before go-live: [`simulate`] (`cardinal simulate`: every service over a population, with firing
 //!   rates, disparities and data blind spots);
 //! - for operators: [`loadgen`] (`cardinal bench`: load and idle connections, loopback only).
@@ -30,6 +30,7 @@ pub mod engine;
 pub mod evaluator;
 pub mod explain;
 pub mod fhir;
+pub mod lint;
 pub mod loadgen;
 pub mod patient;
 pub mod prefetch;

@@ -28,9 +28,46 @@ fn check_accepts_the_shipped_rules() {
     let out = cardinal(&["check", "rules"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("20 services, 20 rules"), "{stdout}");
-    // The opioid pack's value sets are loaded and reported.
-    assert!(stdout.contains("terminology: 53 value sets"), "{stdout}");
+    assert!(stdout.contains("19 services, 19 rules"), "{stdout}");
+    // The opioid pack's value sets and the starter rules' product value sets are loaded and reported.
+    assert!(stdout.contains("terminology: 56 value sets"), "{stdout}");
+    // The shipped rules read well: no warnings.
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_warns_about_card_text_a_clinician_would_see_garbled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = dir.path().join("garbled");
+    std::fs::create_dir_all(&service).expect("mkdir");
+    std::fs::write(
+        service.join("service.toml"),
+        "id = \"garbled\"\nhook = \"patient-view\"\ndescription = \"d\"\nversion = \"1\"\n",
+    )
+    .expect("manifest");
+    std::fs::write(
+        service.join("rule.rhai"),
+        "card(#{ summary: \"s\", indicator: \"info\",\n  detail: `Total ${1}.\\n\\nNext` + \"<table><tr><td>x</td></tr></table>\" });\n",
+    )
+    .expect("rule");
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let out = cardinal(&["check", &dir_arg], &[]);
+    // Warnings do not fail the check: the rules load and run.
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("rule.rhai:2:23: warning: escape sequence `\\n` in a backtick string"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rule.rhai:2:36: warning: HTML tag `<table>`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 warning(s)"), "{stderr}");
 }
 
 #[test]
@@ -81,7 +118,7 @@ fn rules_dir_comes_from_the_config_file_and_env_wins() {
         &[("CARDINAL_CONFIG", &path), ("CARDINAL_RULES_DIR", "rules")],
     );
     assert!(
-        text(&out.stdout).contains("20 services, 20 rules"),
+        text(&out.stdout).contains("19 services, 19 rules"),
         "{}",
         text(&out.stdout)
     );

@@ -293,7 +293,7 @@ async fn discover_lists_the_shipped_services() {
         shipped,
         "exactly the shipped services, once each"
     );
-    assert_eq!(response.services.len(), 20);
+    assert_eq!(response.services.len(), 19);
 
     let expected_hooks = [
         ("metformin-renal", "order-sign"),
@@ -433,7 +433,7 @@ async fn call_hook_metformin_low_egfr_returns_a_critical_explained_card() {
         .iter()
         .map(|c| c.code.as_str())
         .collect();
-    assert_eq!(codes, ["428119001", "MEDPREC"]);
+    assert_eq!(codes, ["result-not-current", "benefit-outweighs-risk"]);
     assert_eq!(card.links.len(), 1);
     assert_eq!(card.links[0].r#type, "absolute");
 
@@ -567,7 +567,9 @@ async fn call_hook_metformin_not_fired_returns_no_cards() {
         .await
         .expect("CallHook with null prefetch")
         .into_inner();
-    assert!(response.cards.is_empty(), "{:#?}", response.cards);
+    // Without an eGFR the rule does not stay silent: it asks for a kidney function check.
+    assert_eq!(response.cards.len(), 1, "{:#?}", response.cards);
+    assert_eq!(response.cards[0].indicator(), proto::Indicator::Info);
     assert!(
         response.diagnostics.is_empty(),
         "{:?}",

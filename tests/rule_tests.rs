@@ -367,7 +367,8 @@ async fn explain_endpoint_reports_every_rule_when_turned_on() {
         rule["file"], "metformin-renal/metformin-egfr.rhai",
         "relative to the rules directory, no server paths: {rule:#}"
     );
-    assert_eq!(rule["conditions"].as_array().map(Vec::len), Some(4));
+    // The order, then the threshold (the eGFR's recency is checked before the first `require`).
+    assert_eq!(rule["conditions"].as_array().map(Vec::len), Some(2));
     assert!(
         rule["conditions"]
             .as_array()
@@ -640,10 +641,20 @@ fn the_converted_opioid_cases_are_complete_and_keyed_by_service() {
         .iter()
         .find(|s| s.dir.ends_with("opioid-cds/tests"))
         .expect("opioid suite");
-    assert_eq!(suite.cases.len(), 46);
+    // The guide's 46 cases; Cardinal's own cases of the pack are in `tests/cardinal/`.
+    let guide_cases: Vec<_> = suite
+        .cases
+        .iter()
+        .filter(|c| {
+            c.path
+                .parent()
+                .is_some_and(|p| p.ends_with("opioid-cds/tests"))
+        })
+        .collect();
+    assert_eq!(guide_cases.len(), 46);
     assert_eq!(suite.aliases.summaries.len(), 15);
     let mut mismatches = Vec::new();
-    for case in &suite.cases {
+    for case in guide_cases {
         let name = case
             .path
             .file_stem()
@@ -715,9 +726,13 @@ fn the_converted_opioid_cases_are_complete_and_keyed_by_service() {
             .iter()
             .find(|c| c.path.file_stem().is_some_and(|s| s == name))
             .expect("case");
-        assert_eq!(case.expect.facts.len(), 1, "{name}");
-        assert_eq!(case.expect.facts[0].name, "total MME");
-        assert_eq!(case.expect.facts[0].value.as_deref(), Some("180.0"));
+        let total = case
+            .expect
+            .facts
+            .iter()
+            .find(|f| f.name == "total MME")
+            .unwrap_or_else(|| panic!("{name}: no total MME fact"));
+        assert_eq!(total.value.as_deref(), Some("180.0"), "{name}");
     }
 }
 

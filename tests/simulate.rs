@@ -283,6 +283,50 @@ fn shards_run_apart_and_merged_equal_one_run() {
     );
 }
 
+#[test]
+fn a_rule_made_blind_by_an_absent_element_is_reported_as_such() {
+    // The fixture patients plus one without a birth date, on ibuprofen: the rule cannot tell
+    // whether they are 65 or older.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(bundles()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:p7", "resource": {"resourceType": "Patient", "id": "p7", "gender": "male"}},
+        {"fullUrl": "urn:uuid:p7-ibu", "resource": {"resourceType": "MedicationRequest", "id": "p7-ibu",
+            "status": "active", "intent": "order", "authoredOn": "2026-05-30",
+            "subject": {"reference": "urn:uuid:p7"},
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                "code": "310965", "display": "Ibuprofen 200 MG Oral Tablet"}]}}}
+    ]});
+    std::fs::write(dir.path().join("p7-no-birth-date.json"), bundle.to_string()).unwrap();
+    let report = simulate(dir.path(), 2);
+    let nsaid = report
+        .services
+        .iter()
+        .find(|s| s.id == "nsaid-older-adult")
+        .unwrap();
+    assert_eq!((nsaid.fired.numerator, nsaid.fired.denominator), (2, 4));
+    let rule = &nsaid.rules[0];
+    assert_eq!(rule.blind_spots.len(), 1, "{:?}", rule.blind_spots);
+    let blind = &rule.blind_spots[0];
+    assert_eq!(blind.element, "Patient.birthDate");
+    assert_eq!(blind.patients, 1);
+    assert!(close(blind.share, 0.25));
+    assert_eq!(
+        report.tally.services["nsaid-older-adult"].rules["ibuprofen-65"].stopped_by["the patient's age is known (unknown: data absent)"],
+        1
+    );
+    assert!(
+        report
+            .text()
+            .contains("BLIND: Patient.birthDate absent for 1 of 4 patients (25%)"),
+        "{}",
+        report.text()
+    );
+}
+
 /// Debian's `chromium`, or a clear failure: this test must not pass without a browser.
 fn chromium() -> String {
     for name in ["chromium", "chromium-browser", "google-chrome"] {

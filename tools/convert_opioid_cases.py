@@ -62,8 +62,10 @@ SERVICES = {
         "order-sign",
         ["patient", "conditions", "encounters", "medicationRequests", "procedures"],
     ),
+    # The guide's retired REC08 order-sign service runs the same logic on the same hook: one service,
+    # so an EHR that enables every service shows the card once.
     "OpioidCDSREC08OrderSign": (
-        "opioidcds-08-order-sign",
+        "opioidcds-08",
         "order-sign",
         ["patient", "conditions", "encounters", "medicationRequests", "procedures"],
     ),

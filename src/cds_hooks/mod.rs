@@ -25,7 +25,7 @@ pub use explanation::{Explanation, Fact};
 pub use feedback::{FeedbackEntry, FeedbackOutcome, FeedbackRequest};
 pub use operation_outcome::{IssueType, OperationOutcome};
 pub use request::{FhirAuthorization, HookRequest, RequestError};
-pub use response::{Diagnostic, HookResponse};
+pub use response::{Diagnostic, HookResponse, Undecided};
 
 /// Reverse-domain key under which Cardinal puts its own data in `extension` objects.
 pub const EXTENSION_EXPLANATION: &str = "org.cardinalcds.explanation";

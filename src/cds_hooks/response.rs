@@ -18,6 +18,17 @@ pub struct Diagnostic {
     pub column: Option<u32>,
 }
 
+/// A rule that did not fire because a condition could not be decided: the data it needed was absent.
+/// Names elements only, never values, so it carries no patient data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Undecided {
+    pub rule_id: String,
+    pub condition: String,
+    /// The absent elements, e.g. `MedicationRequest.category`.
+    pub absent: Vec<String>,
+}
+
 /// Cardinal's additions to a response, under reverse-domain keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ResponseExtension {
@@ -41,11 +52,21 @@ pub struct ResponseExtension {
         skip_serializing_if = "Option::is_none"
     )]
     pub rule_set: Option<String>,
+    /// Rules that stopped on a condition they could not decide (not errors: nothing failed).
+    #[serde(
+        rename = "org.cardinalcds.undecided",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub undecided: Vec<Undecided>,
 }
 
 impl ResponseExtension {
     pub fn is_empty(&self) -> bool {
-        self.diagnostics.is_empty() && self.trace_id.is_none() && self.rule_set.is_none()
+        self.diagnostics.is_empty()
+            && self.trace_id.is_none()
+            && self.rule_set.is_none()
+            && self.undecided.is_empty()
     }
 }
 

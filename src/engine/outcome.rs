@@ -2,13 +2,24 @@
 
 use std::time::Duration;
 
-use crate::cds_hooks::{Card, Fact};
+use crate::cds_hooks::{Action, Card, Fact};
 
-/// A condition a rule named through `require(name, ...)`, and whether it held.
+/// A condition a rule named through `require(name, ...)`, and whether it held. A condition that
+/// did not hold is either *false* (decided on the data) or *unknown*: it could not be decided
+/// because the elements in `unknown` were absent (e.g. `MedicationRequest.category`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConditionCheck {
     pub name: String,
     pub met: bool,
+    /// The absent elements that left the condition undecided; empty when it was decided.
+    pub unknown: Vec<String>,
+}
+
+impl ConditionCheck {
+    /// Not met because the data to decide it was absent.
+    pub fn is_unknown(&self) -> bool {
+        !self.met && !self.unknown.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +117,9 @@ pub struct RuleOutcome {
     pub verdict: Verdict,
     /// Cards as the rule emitted them (no uuid or explanation yet).
     pub cards: Vec<Card>,
+    /// Actions the EHR should take without a clinician's choice (`systemActions`), validated like
+    /// card actions.
+    pub system_actions: Vec<Action>,
     pub facts: Vec<Fact>,
     pub conditions: Vec<ConditionCheck>,
     /// Text the rule printed (for `cardinal explain`; never logged by default).
@@ -123,5 +137,13 @@ impl RuleOutcome {
             .iter()
             .find(|c| !c.met)
             .map(|c| c.name.as_str())
+    }
+
+    /// The condition that stopped the rule when it could not be decided for absent data.
+    pub fn undecided(&self) -> Option<&ConditionCheck> {
+        self.conditions
+            .iter()
+            .find(|c| !c.met)
+            .filter(|c| c.is_unknown())
     }
 }

@@ -122,6 +122,7 @@ fn run(
         now: input.now,
         default_source: input.default_source.clone(),
         cards: Vec::new(),
+        system_actions: Vec::new(),
         facts: Vec::new(),
         conditions: Vec::new(),
         prints: Vec::new(),
@@ -145,11 +146,12 @@ fn run(
         }
         (result, None) => classified(result, &state),
     };
-    // A rule stopped by an error or an unmet `require` returns no cards, even ones emitted before.
-    let cards = if verdict == Verdict::Fired {
-        state.cards
+    // A rule stopped by an error or an unmet `require` returns no cards (nor system actions), even
+    // ones emitted before.
+    let (cards, system_actions) = if verdict == Verdict::Fired {
+        (state.cards, state.system_actions)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     RuleOutcome {
         rule_id: rule.id.clone(),
@@ -157,6 +159,7 @@ fn run(
         mode: rule.mode,
         verdict,
         cards,
+        system_actions,
         facts: state.facts,
         conditions: state.conditions,
         prints: state.prints,
@@ -170,7 +173,7 @@ type Evaluated = std::thread::Result<Result<Dynamic, Box<EvalAltResult>>>;
 /// How a run the meter did not stop ended.
 fn classified(result: Evaluated, state: &RunState) -> Verdict {
     match result {
-        Ok(Ok(_)) if state.cards.is_empty() => Verdict::NotFired,
+        Ok(Ok(_)) if state.cards.is_empty() && state.system_actions.is_empty() => Verdict::NotFired,
         Ok(Ok(_)) => Verdict::Fired,
         Ok(Err(err)) => match classify(*err) {
             Verdict::Error(mut e) if state.terminology_failed => {
@@ -241,6 +244,7 @@ pub(crate) fn not_run(rule: &CompiledRule, why: NotRun) -> RuleOutcome {
             column: None,
         }),
         cards: Vec::new(),
+        system_actions: Vec::new(),
         facts: Vec::new(),
         conditions: Vec::new(),
         prints: Vec::new(),

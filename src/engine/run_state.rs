@@ -17,7 +17,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use rhai::{Dynamic, EvalAltResult, Position};
 
-use crate::cds_hooks::{Card, Fact, Source};
+use crate::cds_hooks::{Action, Card, Fact, Source};
 
 use super::outcome::ConditionCheck;
 use super::{DataTables, backstop};
@@ -149,6 +149,7 @@ pub(crate) struct RunState {
     pub now: DateTime<Utc>,
     pub default_source: Source,
     pub cards: Vec<Card>,
+    pub system_actions: Vec<Action>,
     pub facts: Vec<Fact>,
     pub conditions: Vec<ConditionCheck>,
     pub prints: Vec<String>,
@@ -225,6 +226,7 @@ fn unreachable_state() -> RunState {
         now: Utc::now(),
         default_source: Source::default(),
         cards: Vec::new(),
+        system_actions: Vec::new(),
         facts: Vec::new(),
         conditions: Vec::new(),
         prints: Vec::new(),

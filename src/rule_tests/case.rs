@@ -186,6 +186,11 @@ pub struct ExpectedFact {
 pub struct ExpectedWhyNot {
     pub rule: String,
     pub condition: String,
+    /// Whether the condition was undecided for absent data: `["MedicationRequest.category"]` says it
+    /// could not be decided because those elements were absent; `[]` says it was decided (false).
+    /// Absent: either.
+    #[serde(default)]
+    pub unknown: Option<Vec<String>>,
     /// Facts the rule recorded before it stopped (e.g. the total it compared with a threshold).
     #[serde(default)]
     pub facts: Vec<ExpectedFact>,

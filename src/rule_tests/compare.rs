@@ -123,6 +123,14 @@ pub enum Mismatch {
         expected: ExpectedWhyNot,
         actual: Option<String>,
     },
+    /// The condition stopped the rule, but was false where `why_not` expected it undecided, or
+    /// undecided (for other absent elements) where it expected false.
+    WrongUnknown {
+        rule: String,
+        condition: String,
+        expected: Vec<String>,
+        actual: Vec<String>,
+    },
     /// A fact `why_not` expected the stopped rule to have recorded.
     MissingRuleFact {
         rule: String,
@@ -239,6 +247,26 @@ impl fmt::Display for Mismatch {
                         .unwrap_or_default()
                 )?;
                 write!(f, "\n    recorded: {}", recorded.join("; "))
+            }
+            Self::WrongUnknown {
+                rule,
+                condition,
+                expected,
+                actual,
+            } => {
+                let state = |absent: &[String]| {
+                    if absent.is_empty() {
+                        "false (decided on the data)".to_owned()
+                    } else {
+                        format!("unknown (absent: {})", absent.join(", "))
+                    }
+                };
+                write!(
+                    f,
+                    "why_not: rule {rule} stopped on \"{condition}\", expected {}, but it was {}",
+                    state(expected),
+                    state(actual)
+                )
             }
             Self::WrongCondition { expected, actual } => {
                 write!(
@@ -502,6 +530,24 @@ fn check_why_not(expected: &ExpectedWhyNot, outcomes: &[RuleOutcome]) -> Option<
                     expected: expected.clone(),
                     actual: actual.map(str::to_owned),
                 });
+            }
+            if let Some(want) = &expected.unknown {
+                let got = outcome
+                    .undecided()
+                    .map(|c| c.unknown.clone())
+                    .unwrap_or_default();
+                let mut want_sorted = want.clone();
+                want_sorted.sort();
+                let mut got_sorted = got.clone();
+                got_sorted.sort();
+                if want_sorted != got_sorted {
+                    return Some(Mismatch::WrongUnknown {
+                        rule: expected.rule.clone(),
+                        condition: expected.condition.clone(),
+                        expected: want.clone(),
+                        actual: got,
+                    });
+                }
             }
             let missing = expected.facts.iter().find(|want| {
                 !outcome.facts.iter().any(|f| {

@@ -41,7 +41,7 @@ pub fn failure_details(result: &CaseResult) -> String {
                 let conditions: Vec<String> = rule
                     .conditions
                     .iter()
-                    .map(|c| format!("{} \"{}\"", if c.met { "met" } else { "FALSE" }, c.name))
+                    .map(|c| format!("{} \"{}\"", c.state(), c.name))
                     .collect();
                 let _ = writeln!(out, "      conditions: {}", conditions.join(", "));
             }

@@ -361,9 +361,14 @@ fn simulate_patient(
 }
 
 /// The condition that stopped a rule that did not fire (`finished without a card` when none did),
-/// and the absent elements that left it undecided.
+/// and, when it could not be decided, the absent elements that left it so: a rule that is blind
+/// rather than silent.
 fn stop_reason(outcome: &crate::engine::RuleOutcome) -> (String, Vec<String>) {
     match outcome.conditions.iter().find(|c| !c.met) {
+        Some(condition) if condition.is_unknown() => (
+            format!("{} (unknown: data absent)", condition.name),
+            condition.unknown.clone(),
+        ),
         Some(condition) => (condition.name.clone(), Vec::new()),
         None => ("finished without a card".to_owned(), Vec::new()),
     }

@@ -87,7 +87,7 @@ impl Metrics {
             rule_evaluations: meter
                 .u64_counter("cardinal.rule.evaluations")
                 .with_description(
-                    "Rule runs, by service, rule and outcome (fired, not-fired, error)",
+                    "Rule runs, by service, rule and outcome (fired, not-fired, unknown: stopped on a condition undecided for absent data, error)",
                 )
                 .build(),
             rule_errors: meter

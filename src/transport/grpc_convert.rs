@@ -224,6 +224,16 @@ pub fn hook_response(r: &HookResponse) -> proto::CallHookResponse {
             .collect(),
         trace_id: r.extension.trace_id.clone().unwrap_or_default(),
         rule_set: r.extension.rule_set.clone().unwrap_or_default(),
+        undecided: r
+            .extension
+            .undecided
+            .iter()
+            .map(|u| proto::Undecided {
+                rule_id: u.rule_id.clone(),
+                condition: u.condition.clone(),
+                absent: u.absent.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -311,6 +321,7 @@ pub fn explain_response(
                     .map(|c| proto::Condition {
                         name: c.name.clone(),
                         met: c.met,
+                        unknown: c.unknown.clone(),
                     })
                     .collect(),
                 facts: r.facts.iter().map(fact).collect(),

@@ -181,7 +181,7 @@ impl Drop for TestServer {
 
 /// The services of the CDC opioid prescribing pack in `rules/opioid-cds/`.
 #[allow(dead_code)]
-pub const OPIOID_SERVICES: [&str; 17] = [
+pub const OPIOID_SERVICES: [&str; 16] = [
     "hello-world-patient-view",
     "opioidcds-01",
     "opioidcds-02",
@@ -191,7 +191,6 @@ pub const OPIOID_SERVICES: [&str; 17] = [
     "opioidcds-06",
     "opioidcds-07",
     "opioidcds-08",
-    "opioidcds-08-order-sign",
     "opioidcds-09",
     "opioidcds-10",
     "opioidcds-10-order-sign",

@@ -70,7 +70,25 @@ fn values(map: &mut Map) -> Fallible<Array> {
     Ok(map.values().cloned().collect::<Vec<Dynamic>>())
 }
 
+/// Text that comes from the record (a display, a medication name) made safe to put in Markdown card
+/// text: Markdown and HTML punctuation is escaped so it shows as written.
+fn escape_markdown(text: &str) -> Fallible<String> {
+    charge(text.len() / 64)?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '!' | '{' | '}'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
 pub(super) fn register(engine: &mut Engine) {
+    engine.register_fn("escape_markdown", escape_markdown);
     engine.register_fn("+", concat);
     engine.register_fn("split", split_str);
     engine.register_fn("split", split_char);

@@ -213,6 +213,49 @@ fn round_to(value: f64, places: i64) -> f64 {
     (value * factor).round() / factor
 }
 
+/// `x` as text with exactly `places` decimals (`format_number(37.196, 0)` is `"37"`,
+/// `format_number(180, 1)` is `"180.0"`): numbers in card text at the precision a clinician reads.
+pub(crate) fn format_number(value: f64, places: i64) -> String {
+    let places = usize::try_from(places.clamp(0, 6)).unwrap_or(0);
+    let text = format!("{value:.places$}");
+    // `-0` reads oddly in a card.
+    if text
+        .trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        text.trim_start_matches('-').to_owned()
+    } else {
+        text
+    }
+}
+
+/// A measured value as shown in an explanation: as recorded when it has at most two decimals,
+/// else rounded to two significant decimals (`37.19662191733671` is shown `37.2`, `0.0749` `0.075`).
+pub(crate) fn display_number(value: f64) -> String {
+    let recorded = value.to_string();
+    let decimals = recorded.split_once('.').map_or(0, |(_, d)| d.len());
+    if decimals <= 2 || !value.is_finite() {
+        return recorded;
+    }
+    let places = if value.abs() >= 10.0 {
+        1
+    } else if value.abs() >= 1.0 {
+        2
+    } else {
+        3
+    };
+    let rounded = format_number(value, places);
+    if rounded.contains('.') {
+        rounded
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    } else {
+        rounded
+    }
+}
+
 /// Charges the size of a helper's argument, then runs the helper.
 fn charged(value: &Dynamic, f: fn(&Dynamic) -> Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
     charge(units_of(value))?;
@@ -246,6 +289,10 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("round_to", |value: i64, places: i64| {
         round_to(value as f64, places)
     });
+    engine.register_fn("format_number", format_number);
+    engine.register_fn("format_number", |value: i64, places: i64| {
+        format_number(value as f64, places)
+    });
 }
 
 #[cfg(test)]
@@ -254,6 +301,17 @@ mod tests {
 
     fn json(v: serde_json::Value) -> Dynamic {
         super::super::json::json_to_dynamic(&v).unwrap_or_default()
+    }
+
+    #[test]
+    fn numbers_are_shown_at_clinical_precision() {
+        assert_eq!(format_number(37.19662191733671, 0), "37");
+        assert_eq!(format_number(180.0, 1), "180.0");
+        assert_eq!(format_number(-0.01, 1), "0.0");
+        assert_eq!(display_number(37.19662191733671), "37.2");
+        assert_eq!(display_number(24.0), "24");
+        assert_eq!(display_number(7.25), "7.25");
+        assert_eq!(display_number(0.07495), "0.075");
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! What a rule says: `card(...)`, `because(...)`, `require(...)`. A card is charged by the size of
-//! its spec, a fact by the size of its value.
+//! What a rule says: `card(...)`, `system_action(...)`, `because(...)`, `require(...)`. A card or
+//! action is charged by the size of its spec, a fact by the size of its value.
+//!
+//! `require` tells a *false* condition from an *unknown* one: a rule that could not decide because
+//! an element was absent (no `category`, no supply duration) says so, with the element's name, and
+//! "why not" reports it instead of calling the condition false.
 
 use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext};
 
@@ -13,6 +17,39 @@ use super::resource::{ResourceHandle, code_text};
 
 fn runtime_error(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(Dynamic::from(message), ctx.call_position()).into()
+}
+
+/// `system_action(#{type, description, resource | resourceId})`: an action the EHR takes without a
+/// clinician's choice (CDS Hooks `systemActions`), validated like a card's actions.
+fn emit_system_action(ctx: NativeCallContext, spec: rhai::Map) -> Result<(), Box<EvalAltResult>> {
+    let json = dynamic_to_json(&Dynamic::from_map(spec))
+        .map_err(|e| runtime_error(&ctx, format!("invalid system action: {e}")))?;
+    let action = cards::system_action_from_spec(json)
+        .map_err(|e| runtime_error(&ctx, format!("invalid system action: {e}")))?;
+    run_state::with_run(|run| {
+        // Bounded, like everything a rule can grow.
+        if run.system_actions.len() < 50 {
+            run.system_actions.push(action);
+        }
+    });
+    Ok(())
+}
+
+/// A value meaning "could not be decided: these elements were absent". `require` given one records
+/// the condition as unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unknown(pub Vec<String>);
+
+/// Element names from a string or a list of strings (charged one operation each).
+fn element_names(value: &Dynamic) -> Result<Vec<String>, Box<EvalAltResult>> {
+    if let Some(unknown) = value.read_lock::<Unknown>() {
+        return Ok(unknown.0.clone());
+    }
+    let mut names = super::codes_of(value)?;
+    names.retain(|n| !n.trim().is_empty());
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 fn emit_card(ctx: NativeCallContext, spec: rhai::Map) -> Result<(), Box<EvalAltResult>> {
@@ -39,7 +76,11 @@ fn fact_of(name: &str, value: &Dynamic, note: Option<&str>) -> Fact {
         fact.value = quantity
             .and_then(|q| q.get("value"))
             .or_else(|| r.get("valueInteger"))
-            .map(|v| v.to_string())
+            .map(|v| match v.as_f64() {
+                // A device's 14 decimals are not what a clinician reads.
+                Some(n) if v.is_f64() => super::dosage::display_number(n),
+                _ => v.to_string(),
+            })
             .or_else(|| {
                 r.get("valueString")
                     .and_then(|v| v.as_str())
@@ -91,15 +132,39 @@ fn record_fact(
 
 /// `require(name, condition)`: stops the rule (not fired) when the condition is false or `()`;
 /// otherwise returns the condition's value so it can be bound: `let egfr = require("eGFR", ...)`.
-fn require(name: &str, condition: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
-    let met = match condition.as_bool() {
-        Ok(b) => b,
-        Err(_) => !condition.is_unit() && !is_empty_array(&condition),
+/// An `unknown(...)` condition stops it as undecided.
+///
+/// `require(name, condition, absent)`: the same, but when the condition does not hold and `absent`
+/// names elements (`"MedicationRequest.category"`, or a list), the condition is recorded as
+/// *unknown* (undecidable for lack of data) rather than false.
+fn require(
+    name: &str,
+    condition: Dynamic,
+    absent: &Dynamic,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let (met, unknown) = if let Some(u) = condition.read_lock::<Unknown>() {
+        let mut elements = u.0.clone();
+        if elements.is_empty() {
+            elements.push("(unspecified)".to_owned());
+        }
+        (false, elements)
+    } else {
+        let met = match condition.as_bool() {
+            Ok(b) => b,
+            Err(_) => !condition.is_unit() && !is_empty_array(&condition),
+        };
+        let unknown = if met {
+            Vec::new()
+        } else {
+            element_names(absent)?
+        };
+        (met, unknown)
     };
     run_state::with_run(|run| {
         run.conditions.push(ConditionCheck {
             name: name.to_owned(),
             met,
+            unknown,
         })
     });
     if met {
@@ -128,5 +193,34 @@ pub(super) fn register(engine: &mut Engine) {
             record_fact(&ctx, name, &value, Some(note))
         },
     );
-    engine.register_fn("require", require);
+    engine.register_fn("system_action", emit_system_action);
+    engine.register_fn("require", |name: &str, condition: Dynamic| {
+        require(name, condition, &Dynamic::UNIT)
+    });
+    engine.register_fn(
+        "require",
+        |name: &str, condition: Dynamic, absent: Dynamic| require(name, condition, &absent),
+    );
+    engine.register_type_with_name::<Unknown>("Unknown");
+    engine.register_fn("unknown", |elements: Dynamic| {
+        Ok::<_, Box<EvalAltResult>>(Unknown(element_names(&elements)?))
+    });
+    engine.register_fn("is_unknown", |value: Dynamic| value.is::<Unknown>());
+    engine.register_fn("unknown_elements", |value: Dynamic| {
+        value
+            .read_lock::<Unknown>()
+            .map(|u| {
+                u.0.iter()
+                    .cloned()
+                    .map(Dynamic::from)
+                    .collect::<rhai::Array>()
+            })
+            .unwrap_or_default()
+    });
+    engine.register_fn("to_string", |u: &mut Unknown| {
+        format!("unknown (absent: {})", u.0.join(", "))
+    });
+    engine.register_fn("to_debug", |u: &mut Unknown| {
+        format!("unknown (absent: {})", u.0.join(", "))
+    });
 }

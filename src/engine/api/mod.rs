@@ -14,6 +14,7 @@ mod emit;
 mod json;
 mod record;
 mod resource;
+mod status;
 mod terminology;
 mod time;
 

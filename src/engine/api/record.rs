@@ -1,5 +1,10 @@
 //! `patient` (the indexed record) and `context` (the hook context) as seen by rules. Every list
 //! helper charges one operation per resource it returns or searches.
+//!
+//! Helpers that return clinical facts apply the status rules of [`super::status`]: nothing entered
+//! in error, results only when final (unless the rule asks for other statuses), nothing that was
+//! never in force. `patient.resources(type)` only drops what was entered in error, and
+//! `patient.all_resources(type)` returns the record as sent.
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult};
 use serde_json::Value;
@@ -10,6 +15,7 @@ use crate::patient::PatientContext;
 use super::super::run_state::charge;
 use super::json::{Converted, json_or_unit};
 use super::resource::{ResourceHandle, is_active};
+use super::status::{self, is_fact};
 use super::{codes_of, time};
 
 /// The patient record: resources from prefetch, indexed by type and code.
@@ -32,13 +38,24 @@ fn handles<'a>(items: impl IntoIterator<Item = &'a Resource>) -> Fallible<Array>
         .collect())
 }
 
-/// Resources of a type with one of `codes`, newest first; charged per code and per hit.
-fn find(record: &Record, resource_type: &str, codes: &Dynamic) -> Fallible<Vec<Resource>> {
+/// Resources of a type with one of `codes` that count as facts (results: final, or one of
+/// `statuses` when given), newest first; charged per code and per hit.
+fn find(
+    record: &Record,
+    resource_type: &str,
+    codes: &Dynamic,
+    statuses: Option<&Dynamic>,
+) -> Fallible<Vec<Resource>> {
     let codes = codes_of(codes)?;
+    let statuses = statuses.map(status::statuses_of).transpose()?;
     let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
     let hits = record.0.newest_first(resource_type, &refs);
     charge(hits.len())?;
-    Ok(hits.into_iter().cloned().collect())
+    Ok(hits
+        .into_iter()
+        .filter(|r| is_fact(r, statuses.as_deref()))
+        .cloned()
+        .collect())
 }
 
 fn medications(record: &Record, codes: &Dynamic) -> Fallible<Vec<Resource>> {
@@ -50,8 +67,36 @@ fn medications(record: &Record, codes: &Dynamic) -> Fallible<Vec<Resource>> {
         .cloned()
         .collect();
     charge(all.len())?;
+    all.retain(|r| is_fact(r, None));
     all.sort_by_key(|r| std::cmp::Reverse(r.instant()));
     Ok(all)
+}
+
+/// The Patient's `deceased[x]`: `Some(date)` when a death date is recorded, `Some(None)` when only
+/// `deceasedBoolean: true`, `None` when not recorded as deceased.
+fn deceased(record: &Record) -> Option<Option<chrono::NaiveDate>> {
+    let p = record.0.patient()?;
+    if let Some(when) = p.get("deceasedDateTime").and_then(Value::as_str) {
+        return Some(parse_fhir_date(when));
+    }
+    (p.get("deceasedBoolean").and_then(Value::as_bool) == Some(true)).then_some(None)
+}
+
+/// Age in completed years at the evaluation date, or at death for a deceased patient (`None` when
+/// the birth date, or a deceased patient's date of death, is unknown).
+fn age(record: &Record) -> Option<i64> {
+    let birth = record
+        .0
+        .patient()?
+        .get("birthDate")
+        .and_then(Value::as_str)
+        .and_then(parse_fhir_date)?;
+    let at = match deceased(record) {
+        Some(Some(death)) => death.min(time::today()),
+        Some(None) => return None,
+        None => time::today(),
+    };
+    Some(time::whole_years(birth, at))
 }
 
 fn patient_field(record: &Record, field: &str) -> Converted {
@@ -117,39 +162,64 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_get("gender", |r: &mut Record| patient_field(r, "gender"));
     engine.register_get("birth_date", |r: &mut Record| patient_field(r, "birthDate"));
     engine.register_get("age", |r: &mut Record| {
-        r.0.patient()
-            .and_then(|p| p.get("birthDate"))
-            .and_then(Value::as_str)
-            .and_then(parse_fhir_date)
-            .map(|birth| Dynamic::from_int(time::whole_years(birth, time::today())))
+        age(r).map(Dynamic::from_int).unwrap_or(Dynamic::UNIT)
+    });
+    engine.register_get("deceased", |r: &mut Record| deceased(r).is_some());
+    engine.register_get("deceased_date", |r: &mut Record| {
+        deceased(r)
+            .flatten()
+            .map(|d| Dynamic::from(d.to_string()))
             .unwrap_or(Dynamic::UNIT)
     });
     engine.register_fn("resources", |r: &mut Record, ty: &str| {
+        handles(r.0.of_type(ty).filter(|x| !status::entered_in_error(x)))
+    });
+    engine.register_fn("all_resources", |r: &mut Record, ty: &str| {
         handles(r.0.of_type(ty))
     });
     engine.register_fn("find", |r: &mut Record, ty: &str, codes: Dynamic| {
-        handles(&find(r, ty, &codes)?)
+        handles(&find(r, ty, &codes, None)?)
     });
+    engine.register_fn(
+        "find",
+        |r: &mut Record, ty: &str, codes: Dynamic, statuses: Dynamic| {
+            handles(&find(r, ty, &codes, Some(&statuses))?)
+        },
+    );
     engine.register_fn("observations", |r: &mut Record, codes: Dynamic| {
-        handles(&find(r, "Observation", &codes)?)
+        handles(&find(r, "Observation", &codes, None)?)
     });
-    engine.register_fn("latest_observation", |r: &mut Record, codes: Dynamic| {
+    engine.register_fn(
+        "observations",
+        |r: &mut Record, codes: Dynamic, statuses: Dynamic| {
+            handles(&find(r, "Observation", &codes, Some(&statuses))?)
+        },
+    );
+    let latest = |r: &Record, codes: Dynamic, statuses: Option<&Dynamic>| {
         Ok::<_, Box<EvalAltResult>>(
-            find(r, "Observation", &codes)?
+            find(r, "Observation", &codes, statuses)?
                 .into_iter()
                 .next()
                 .map(|o| Dynamic::from(ResourceHandle(o)))
                 .unwrap_or(Dynamic::UNIT),
         )
-    });
+    };
+    engine.register_fn(
+        "latest_observation",
+        move |r: &mut Record, codes: Dynamic| latest(r, codes, None),
+    );
+    engine.register_fn(
+        "latest_observation",
+        move |r: &mut Record, codes: Dynamic, statuses: Dynamic| latest(r, codes, Some(&statuses)),
+    );
     engine.register_fn("conditions", |r: &mut Record, codes: Dynamic| {
-        handles(&find(r, "Condition", &codes)?)
+        handles(&find(r, "Condition", &codes, None)?)
     });
     engine.register_fn("active_conditions", |r: &mut Record, codes: Dynamic| {
-        handles(&active(find(r, "Condition", &codes)?))
+        handles(&active(find(r, "Condition", &codes, None)?))
     });
     engine.register_fn("has_active_condition", |r: &mut Record, codes: Dynamic| {
-        Ok::<_, Box<EvalAltResult>>(find(r, "Condition", &codes)?.iter().any(is_active))
+        Ok::<_, Box<EvalAltResult>>(find(r, "Condition", &codes, None)?.iter().any(is_active))
     });
     engine.register_fn("medications", |r: &mut Record, codes: Dynamic| {
         handles(&medications(r, &codes)?)

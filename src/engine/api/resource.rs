@@ -92,6 +92,23 @@ pub(super) fn register(engine: &mut Engine) {
             .and_then(parse_fhir_date)
             .map(|d| time::days_between(d, time::today())))
     });
+    // `absent_elements(order, ["category", "dispenseRequest.expectedSupplyDuration"])`: the listed
+    // elements the resource lacks, named `Type.path`, for `require(name, condition, absent)`.
+    engine.register_fn(
+        "absent_elements",
+        |r: &mut ResourceHandle, paths: Dynamic| {
+            let paths = codes_of(&paths)?;
+            charge(paths.len())?;
+            let json = r.0.json();
+            Ok::<_, Box<EvalAltResult>>(
+                paths
+                    .iter()
+                    .filter(|p| !super::status::has_value(json, p))
+                    .map(|p| Dynamic::from(format!("{}.{p}", r.0.resource_type())))
+                    .collect::<rhai::Array>(),
+            )
+        },
+    );
     engine.register_fn("has_code", |r: &mut ResourceHandle, codes: Dynamic| {
         let codes = codes_of(&codes)?;
         charge(codes.len().saturating_mul(r.0.codings().count()))?;

@@ -13,8 +13,9 @@ use crate::fhir::{Resource, split_code};
 use crate::terminology::{Terminology, TerminologyError};
 
 use super::super::run_state::{self, charge};
-use super::record::{Record, medication_concept};
-use super::resource::ResourceHandle;
+use super::record::{HookContext, Record, medication_concept};
+use super::resource::{ResourceHandle, is_active};
+use super::status::{entered_in_error, is_fact};
 
 /// At most this many value-set matches are recorded per rule run.
 const MAX_TERMINOLOGY_FACTS: usize = 20;
@@ -129,6 +130,52 @@ fn check_membership<'c>(
     }
 }
 
+/// The record's MedicationRequests and MedicationStatements that count as facts (only active ones
+/// when `active`), newest first.
+fn record_medications(patient: &Record, active: bool) -> Vec<Resource> {
+    let mut items: Vec<Resource> = ["MedicationRequest", "MedicationStatement"]
+        .iter()
+        .flat_map(|ty| patient.0.of_type(ty))
+        .filter(|r| is_fact(r, None) && (!active || is_active(r)))
+        .cloned()
+        .collect();
+    items.sort_by_key(|r| std::cmp::Reverse(r.instant()));
+    items
+}
+
+/// The `items` whose medication is in the value set, as rule values.
+fn medications_matching(
+    ctx: &NativeCallContext,
+    t: &Terminology,
+    patient: &Record,
+    items: Vec<Resource>,
+    url: &str,
+) -> Result<Array, Box<EvalAltResult>> {
+    charge(items.len())?;
+    let mut found = Array::new();
+    for item in items {
+        let member = if item.codings().next().is_some() {
+            charge(item.codings().count())?;
+            check_membership(ctx, t, url, item.codings(), Some(&item))?
+        } else if let Some(concept) = medication_concept(patient, &item)? {
+            charge(crate::fhir::concept_codings(concept).count())?;
+            check_membership(
+                ctx,
+                t,
+                url,
+                crate::fhir::concept_codings(concept),
+                Some(&item),
+            )?
+        } else {
+            false
+        };
+        if member {
+            found.push(Dynamic::from(ResourceHandle(item)));
+        }
+    }
+    Ok(found)
+}
+
 pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
     let t = terminology.clone();
     // `patient.resources_in("Observation", url)`: the resources of a type whose main code is in the
@@ -141,7 +188,7 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
               url: &str|
               -> Result<Array, Box<EvalAltResult>> {
             let mut found = Array::new();
-            for resource in patient.0.of_type(ty) {
+            for resource in patient.0.of_type(ty).filter(|r| !entered_in_error(r)) {
                 charge(1 + resource.codings().count())?;
                 if check_membership(&ctx, &t, url, resource.codings(), Some(resource))? {
                     found.push(Dynamic::from(ResourceHandle(resource.clone())));
@@ -171,6 +218,39 @@ pub(super) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
             charge(crate::fhir::concept_codings(concept).count())?;
             let codings = crate::fhir::concept_codings(concept);
             check_membership(&ctx, &t, url, codings, Some(&item.0))
+        },
+    );
+    // Product-level medication matching: orders whose medication (its code, or the Medication it
+    // references) is in a value set listing products (SCD/SBD) by ingredient, e.g. every product
+    // containing naproxen. Record orders follow the status rules of `status`.
+    let t = terminology.clone();
+    engine.register_fn(
+        "draft_medications_in",
+        move |ctx: NativeCallContext, c: &mut HookContext, url: &str| {
+            let record = Record(c.0.clone());
+            let drafts: Vec<Resource> =
+                c.0.draft_orders()
+                    .iter()
+                    .filter(|r| r.resource_type() == "MedicationRequest")
+                    .cloned()
+                    .collect();
+            medications_matching(&ctx, &t, &record, drafts, url)
+        },
+    );
+    let t = terminology.clone();
+    engine.register_fn(
+        "medications_in",
+        move |ctx: NativeCallContext, patient: &mut Record, url: &str| {
+            let items = record_medications(patient, false);
+            medications_matching(&ctx, &t, patient, items, url)
+        },
+    );
+    let t = terminology.clone();
+    engine.register_fn(
+        "active_medications_in",
+        move |ctx: NativeCallContext, patient: &mut Record, url: &str| {
+            let items = record_medications(patient, true);
+            medications_matching(&ctx, &t, patient, items, url)
         },
     );
     let t = terminology.clone();
