@@ -586,7 +586,13 @@ impl Report {
                     .map(move |r| (format!("{} / {}", s.id, r.rule_id), r.fired))
             })
             .collect();
-        let (label_width, bar_width, row) = (330.0, 420.0, 20.0);
+        // Labels are right-aligned before the bars: room for the longest at ~7 px a character.
+        let longest = rows
+            .iter()
+            .map(|(l, _)| l.chars().count())
+            .max()
+            .unwrap_or(0);
+        let (label_width, bar_width, row) = (longest as f64 * 7.0 + 12.0, 400.0, 20.0);
         let height = row * rows.len() as f64 + 30.0;
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"firing rate per rule\" \
