@@ -4,19 +4,19 @@
 //! authentication: who can reach it is decided by where it listens.
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 use crate::audit::OnFailure;
-use crate::cds_hooks::IssueType;
 use crate::evaluator::Cardinal;
 use crate::reload;
 use crate::rule_set::{ReloadResult, Trigger};
 
 use super::edge::Edge;
+use super::http::method_not_allowed;
 use super::http_error::HttpError;
 
 #[derive(Clone)]
@@ -127,17 +127,6 @@ async fn admin_reload(State(state): State<AdminState>) -> Response {
         _ => StatusCode::OK,
     };
     (code, Json(report)).into_response()
-}
-
-async fn method_not_allowed(method: Method) -> HttpError {
-    HttpError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        IssueType::NotSupported,
-        format!(
-            "method {} is not allowed on this path",
-            crate::cds_hooks::excerpt(method.as_str())
-        ),
-    )
 }
 
 async fn not_found() -> HttpError {

@@ -382,7 +382,7 @@ async fn accept_feedback(
     Ok(())
 }
 
-async fn method_not_allowed(method: Method) -> HttpError {
+pub(super) async fn method_not_allowed(method: Method) -> HttpError {
     HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         IssueType::NotSupported,
