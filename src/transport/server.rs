@@ -134,7 +134,7 @@ impl Server {
     /// Binds `addr` with the authentication, TLS and audit settings of `cardinal`'s configuration
     /// (a bad certificate, key set or issuer list stops here).
     pub async fn bind(cardinal: Cardinal, addr: SocketAddr) -> Result<Self, ServeError> {
-        let edge = Edge::new(&cardinal)?;
+        let edge = Edge::new(&cardinal).await?;
         let listener = listen(addr)?;
         Ok(Self {
             listener,
