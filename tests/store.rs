@@ -377,6 +377,7 @@ fn overridden(card: &str, code: Option<&str>, at: &str) -> Value {
 ///   feedback delivered twice.
 /// - r1 v2 (active): 1 card (p4), no feedback.
 /// - r2 v1 (silent): 2 would-be cards (p1, p2). r3 v1 (candidate): 1 (p5).
+///
 /// Per 1,000 calls: r1 v1 5/8 → 625; r1 v2, r3 → 125; r2 → 250. Override rate r1 v1: 3 / 4.
 async fn seeded_analytics(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();

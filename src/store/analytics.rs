@@ -424,7 +424,7 @@ pub async fn drift(
         let direction = match ratio {
             None if today_cards > 0 && baseline_calls > 0 => "new",
             None => "steady",
-            Some(r) if r == 0.0 => "stopped",
+            Some(0.0) => "stopped",
             Some(r) if r > factor => "up",
             Some(r) if r < 1.0 / factor => "down",
             Some(_) => "steady",

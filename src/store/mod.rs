@@ -77,7 +77,7 @@ impl StoreConfig {
                     .into(),
             );
         }
-        if !(self.drift_factor > 1.0) {
+        if self.drift_factor.is_nan() || self.drift_factor <= 1.0 {
             return Err("store.drift_factor must be above 1".into());
         }
         Ok(())

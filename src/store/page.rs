@@ -276,6 +276,14 @@ fn firing_chart(html: &mut String, analytics: &Analytics) {
             .iter()
             .map(|(x, y)| format!("{:.1},{:.1}", 40.0 + step * *x as f64, H - H * y / max))
             .collect();
+        for point in &path {
+            if let Some((x, y)) = point.split_once(',') {
+                let _ = write!(
+                    html,
+                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{color}\"/>"
+                );
+            }
+        }
         let _ = write!(
             html,
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"><title>{} / {}</title></polyline>\

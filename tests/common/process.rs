@@ -191,11 +191,10 @@ impl CardinalProcess {
     pub fn kill(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let data_dir = std::mem::replace(
+        std::mem::replace(
             &mut self.data_dir,
             tempfile::tempdir().expect("temporary data directory"),
-        );
-        data_dir
+        )
     }
 
     /// Stops the process as an orchestrator would (SIGTERM: graceful shutdown, which flushes the
