@@ -2,7 +2,7 @@
 # A real PostgreSQL server for the store tests (`tests/store.rs`, the `*_postgres` tests): Debian's
 # `postgresql` package, installed when missing (needs root or passwordless sudo), its cluster started
 # on 127.0.0.1:5432, and a role `cardinal` (password `cardinal`) that may create databases (each
-# test makes its own). Prints the URL the tests read from CARDINAL_TEST_POSTGRES_URL.
+# test makes its own). Prints the URL the tests read from POSTGRES_TEST_URL.
 set -euo pipefail
 
 sudo=""
@@ -37,4 +37,4 @@ if [[ $(psql_as_postgres "SELECT 1 FROM pg_roles WHERE rolname = 'cardinal'") !=
     psql_as_postgres "CREATE ROLE cardinal LOGIN CREATEDB PASSWORD 'cardinal'"
 fi
 echo "postgres: $(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main"')"
-echo "CARDINAL_TEST_POSTGRES_URL=postgres://cardinal:cardinal@127.0.0.1:${port}/postgres"
+echo "POSTGRES_TEST_URL=postgres://cardinal:cardinal@127.0.0.1:${port}/postgres"

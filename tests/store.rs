@@ -11,7 +11,8 @@
 //! SIGKILL), analytics equal to figures computed by hand on a seeded dataset, a drift scenario, the
 //! retention purge, and the analytics page in headless Chromium.
 //!
-//! PostgreSQL: the tests named `*_postgres` need `CARDINAL_TEST_POSTGRES_URL` (a role that may create
+//! PostgreSQL: the tests named `*_postgres` need `POSTGRES_TEST_URL` (not `CARDINAL_*`: Cardinal reads
+//! those as its configuration; a role that may create
 //! databases; each test makes its own). `bash .ci/postgres-setup.sh` installs Debian's PostgreSQL,
 //! starts it on 127.0.0.1:5432 and prints the URL. Without it those tests fail, saying so.
 
@@ -48,23 +49,23 @@ struct PgDatabase {
 
 impl PgDatabase {
     async fn create() -> Self {
-        let admin_url = std::env::var("CARDINAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        let admin_url = std::env::var("POSTGRES_TEST_URL").unwrap_or_else(|_| {
             panic!(
                 "this test needs a PostgreSQL server: run `bash .ci/postgres-setup.sh` (installs \
                  Debian's postgresql and starts it on 127.0.0.1:5432), then \
-                 `export CARDINAL_TEST_POSTGRES_URL=postgres://cardinal:cardinal@127.0.0.1:5432/postgres`"
+                 `export POSTGRES_TEST_URL=postgres://cardinal:cardinal@127.0.0.1:5432/postgres`"
             )
         });
         let name = format!("cardinal_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&admin_url)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to CARDINAL_TEST_POSTGRES_URL: {e}"));
+            .unwrap_or_else(|e| panic!("cannot connect to POSTGRES_TEST_URL: {e}"));
         conn.execute(format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("CREATE DATABASE");
         let (base, _) = admin_url
             .rsplit_once('/')
-            .expect("CARDINAL_TEST_POSTGRES_URL ends in /DATABASE");
+            .expect("POSTGRES_TEST_URL ends in /DATABASE");
         let url = format!("{base}/{name}");
         Self {
             admin_url,
