@@ -11,10 +11,10 @@
 //! SIGKILL), analytics equal to figures computed by hand on a seeded dataset, a drift scenario, the
 //! retention purge, and the analytics page in headless Chromium.
 //!
-//! PostgreSQL: the tests named `*_postgres` need `POSTGRES_TEST_URL` (not `CARDINAL_*`: Cardinal reads
-//! those as its configuration; a role that may create
-//! databases; each test makes its own). `bash .ci/postgres-setup.sh` installs Debian's PostgreSQL,
-//! starts it on 127.0.0.1:5432 and prints the URL. Without it those tests fail, saying so.
+//! PostgreSQL: the tests named `*_postgres` need `POSTGRES_TEST_URL`, a role that may create
+//! databases (each test makes its own). Not `CARDINAL_*`: Cardinal reads those as its configuration.
+//! `bash .ci/postgres-setup.sh` installs Debian's PostgreSQL, starts it on 127.0.0.1:5432 and prints
+//! the URL. Without it those tests fail, saying so.
 
 mod common;
 

@@ -197,6 +197,10 @@ impl Server {
                 "shutdown grace period over: cutting the calls still in flight"
             );
         }
+        // The cards of the calls just answered are in the store before the process exits.
+        if let Some(store) = self.edge.store() {
+            store.flush().await;
+        }
         Ok(())
     }
 }
