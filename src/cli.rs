@@ -90,6 +90,16 @@ enum Command {
     /// Run every service over a population (FHIR Bundles or a Bulk FHIR NDJSON export) and report
     /// firing rates, disparities and data blind spots; `simulate merge` joins shard reports.
     Simulate(Box<cardinal::simulate::SimulateArgs>),
+    /// Cards, feedback, repeats, firing rates and drift per rule and version, read from the
+    /// configured store (`[store]`: the SQLite file in the data directory, or PostgreSQL).
+    Report {
+        /// Start of the window: RFC 3339, YYYY-MM-DD, or a number of days back (`30d`).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Print the figures as JSON (the same as `GET /analytics/rules`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -139,7 +149,78 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => Ok(cardinal::loadgen::main(&args)?),
         Command::Simulate(args) => Ok(cardinal::simulate::command::main(&args, &config)?),
+        Command::Report { since, json } => report_command(&config, &since, json),
     }
+}
+
+/// `cardinal report`: the store's analytics as a table or JSON.
+fn report_command(config: &Config, since: &str, json: bool) -> anyhow::Result<ExitCode> {
+    use cardinal::store::{Store, Window};
+    let window = Window::parse_since(since).ok_or_else(|| {
+        anyhow::anyhow!("--since must be RFC 3339, YYYY-MM-DD or a number of days (30d)")
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let analytics = runtime.block_on(async {
+        let store = Store::open_read_only(&config.store, &config.data_dir).await?;
+        store.analytics(window).await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&analytics)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} to {} ({} store)",
+        analytics.window.since.format("%Y-%m-%d %H:%M"),
+        analytics.window.until.format("%Y-%m-%d %H:%M"),
+        analytics.database
+    );
+    println!(
+        "{:<28} {:<24} {:<10} {:<9} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>8}",
+        "service", "rule", "version", "mode", "shown", "acc", "ovr", "none", "ovr%", "rpt", "/1000"
+    );
+    for r in &analytics.rules {
+        println!(
+            "{:<28} {:<24} {:<10} {:<9} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>8}",
+            r.service_id,
+            r.rule_id,
+            r.rule_version,
+            r.mode,
+            r.shown,
+            r.accepted,
+            r.overridden,
+            r.no_feedback,
+            r.override_rate
+                .map_or_else(|| "-".into(), |v| format!("{:.0}%", v * 100.0)),
+            r.repeats,
+            r.firings_per_1000_calls
+                .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+        );
+        for reason in r.override_reasons.iter().take(3) {
+            println!(
+                "    override: {} ({})",
+                reason
+                    .display
+                    .as_deref()
+                    .or(reason.code.as_deref())
+                    .unwrap_or("no reason given"),
+                reason.count
+            );
+        }
+    }
+    for d in analytics.drift.iter().filter(|d| d.flagged) {
+        println!(
+            "DRIFT {} {} {}: {:.1} per 1,000 calls today, {:.1} before",
+            d.direction,
+            d.service_id,
+            d.rule_id,
+            d.today_rate * 1000.0,
+            d.baseline_rate * 1000.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads a rules directory for `test` and `explain` (evaluation time pinning allowed); on failure

@@ -12,6 +12,7 @@ use crate::audit::AuditConfig;
 use crate::auth::{AuthConfig, AuthMode};
 use crate::engine::SandboxLimits;
 use crate::prefetch::PrefetchConfig;
+use crate::store::StoreConfig;
 use crate::terminology::TerminologyConfig;
 use crate::transport::TlsConfig;
 
@@ -74,6 +75,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The audit trail of hook and feedback calls.
     pub audit: AuditConfig,
+    /// The store of cards, outcomes and feedback behind the analytics.
+    pub store: StoreConfig,
 }
 
 /// Hot reload: a new rule set is loaded, compiled and tested beside the one serving, and swapped in
@@ -159,6 +162,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             audit: AuditConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -266,6 +270,7 @@ impl Config {
         if self.audit.queue_capacity == 0 {
             return Err(ConfigError("audit.queue_capacity must be positive".into()));
         }
+        self.store.validate().map_err(ConfigError)?;
         if self.prefetch.deadline_ms == 0
             || self.prefetch.max_pages == 0
             || self.prefetch.max_url_length == 0

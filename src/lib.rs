@@ -39,6 +39,7 @@ pub mod reload;
 pub mod rule_set;
 pub mod rule_tests;
 pub mod simulate;
+pub mod store;
 pub mod telemetry;
 pub mod terminology;
 pub mod transport;

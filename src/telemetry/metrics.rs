@@ -36,6 +36,7 @@ pub struct Metrics {
     reload_duration: Histogram<f64>,
     auth_rejected: Counter<u64>,
     audit_records: Counter<u64>,
+    store_records: Counter<u64>,
     /// Observable instruments, kept alive with their callbacks.
     observers: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
@@ -150,6 +151,12 @@ impl Metrics {
                 .u64_counter("cardinal.audit.records")
                 .with_description(
                     "Audit records, by outcome (written, failed, dropped_full, dropped_no_writer)",
+                )
+                .build(),
+            store_records: meter
+                .u64_counter("cardinal.store.records")
+                .with_description(
+                    "Store records, by outcome (written, failed, dropped_full, dropped_no_writer, feedback, feedback_failed)",
                 )
                 .build(),
             meter,
@@ -359,6 +366,77 @@ impl Metrics {
             Err(poisoned) => poisoned.into_inner(),
         };
         observers.push(Box::new(gauge));
+    }
+
+    /// Store records written, or not.
+    pub fn store_records(&self, outcome: &'static str, count: u64) {
+        self.store_records
+            .add(count, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// Exports whether the store is failing (1) or writing (0).
+    pub fn observe_store(&self, failing: impl Fn() -> bool + Send + Sync + 'static) {
+        let gauge = self
+            .meter
+            .u64_observable_gauge("cardinal.store.failing")
+            .with_description("1 while call records cannot be written to the store (queue full or database failing)")
+            .with_callback(move |observer| observer.observe(u64::from(failing()), &[]))
+            .build();
+        self.keep(Box::new(gauge));
+    }
+
+    /// Exports each active rule's firing-rate drift: today's rate over its trailing baseline, and
+    /// whether it is flagged. `drift` gives `(service, rule, ratio, flagged)`.
+    pub fn observe_drift(
+        &self,
+        drift: impl Fn() -> Vec<(String, String, f64, bool)> + Send + Sync + 'static,
+    ) {
+        let drift = Arc::new(drift);
+        let ratios = Arc::clone(&drift);
+        let ratio = self
+            .meter
+            .f64_observable_gauge("cardinal.rule.drift.ratio")
+            .with_description("A rule's firing rate today over its trailing baseline")
+            .with_callback(move |observer| {
+                for (service, rule, ratio, _) in ratios() {
+                    observer.observe(
+                        ratio,
+                        &[
+                            KeyValue::new("service", service),
+                            KeyValue::new("rule", rule),
+                        ],
+                    );
+                }
+            })
+            .build();
+        let flagged = self
+            .meter
+            .u64_observable_gauge("cardinal.rule.drifting")
+            .with_description(
+                "1 while a rule's firing rate has moved beyond the drift factor, or stopped",
+            )
+            .with_callback(move |observer| {
+                for (service, rule, _, flagged) in drift() {
+                    observer.observe(
+                        u64::from(flagged),
+                        &[
+                            KeyValue::new("service", service),
+                            KeyValue::new("rule", rule),
+                        ],
+                    );
+                }
+            })
+            .build();
+        self.keep(Box::new(ratio));
+        self.keep(Box::new(flagged));
+    }
+
+    fn keep(&self, instrument: Box<dyn std::any::Any + Send + Sync>) {
+        let mut observers = match self.observers.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        observers.push(instrument);
     }
 
     /// Counts a call in flight until the returned guard is dropped.

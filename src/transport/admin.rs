@@ -1,19 +1,22 @@
 //! The operators' listener (`admin_listen`, default `127.0.0.1:9464`): metrics, liveness, readiness
-//! and admin calls (rule-set reload over HTTP and gRPC `cardinal.v1.RuleSetAdmin`). Never on the EHR-facing port, and never exposed to EHRs (in Kubernetes a
+//! admin calls (rule-set reload over HTTP and gRPC `cardinal.v1.RuleSetAdmin`) and the store's
+//! analytics (`/analytics` page, `/analytics/rules` JSON). Never on the EHR-facing port, and never exposed to EHRs (in Kubernetes a
 //! NetworkPolicy limits it to the kubelet's probes and the metrics scraper). Plain HTTP, no
 //! authentication: who can reach it is decided by where it listens.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 use crate::audit::OnFailure;
+use crate::cds_hooks::IssueType;
 use crate::evaluator::Cardinal;
 use crate::reload;
 use crate::rule_set::{ReloadResult, Trigger};
+use crate::store::{Analytics, Window, page};
 
 use super::edge::Edge;
 use super::http::method_not_allowed;
@@ -38,6 +41,14 @@ pub fn router(cardinal: Cardinal, edge: Edge) -> Router {
         .route(
             "/admin/rule-set",
             get(admin_rule_set).fallback(method_not_allowed),
+        )
+        .route(
+            "/analytics/rules",
+            get(analytics_rules).fallback(method_not_allowed),
+        )
+        .route(
+            "/analytics",
+            get(analytics_page).fallback(method_not_allowed),
         )
         .route_service(
             "/cardinal.v1.RuleSetAdmin/{*method}",
@@ -95,6 +106,15 @@ async fn readyz(State(state): State<AdminState>) -> Response {
             None => json!({"status": "writing"}),
             Some(why) => json!({"status": "failing", "reason": why}),
         },
+        // Reported, never a reason to stop serving cards: a replica that cannot record them still
+        // gives clinicians their decision support.
+        "store": match state.edge.store() {
+            None => json!({"status": "disabled"}),
+            Some(store) => match store.failing() {
+                None => json!({"status": "writing", "database": store.kind()}),
+                Some(why) => json!({"status": "failing", "database": store.kind(), "reason": why}),
+            },
+        },
         "rule_set": rule_set_status(&state.cardinal),
     }));
     (code, body).into_response()
@@ -129,8 +149,56 @@ async fn admin_reload(State(state): State<AdminState>) -> Response {
     (code, Json(report)).into_response()
 }
 
+/// `?since=` (RFC 3339, `YYYY-MM-DD` or `Nd`; default the last 30 days).
+#[derive(Debug, serde::Deserialize)]
+struct AnalyticsQuery {
+    since: Option<String>,
+}
+
+async fn analytics(state: &AdminState, query: &AnalyticsQuery) -> Result<Analytics, HttpError> {
+    let Some(store) = state.edge.store() else {
+        return Err(HttpError::not_found(
+            "the store is disabled on this server (configuration `store.enabled`)",
+        ));
+    };
+    let window = match &query.since {
+        None => Window::last_days(30),
+        Some(since) => Window::parse_since(since).ok_or_else(|| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::Invalid,
+                "`since` must be an RFC 3339 date-time, a date (YYYY-MM-DD) or a number of days (30d)",
+            )
+        })?,
+    };
+    store.analytics(window).await.map_err(|e| {
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            e.to_string(),
+        )
+    })
+}
+
+/// `GET /analytics/rules?since=…`: the figures per rule and version, as JSON.
+async fn analytics_rules(
+    State(state): State<AdminState>,
+    Query(query): Query<AnalyticsQuery>,
+) -> Result<Response, HttpError> {
+    Ok(Json(analytics(&state, &query).await?).into_response())
+}
+
+/// `GET /analytics?since=…`: the same as a page with inline SVG charts.
+async fn analytics_page(
+    State(state): State<AdminState>,
+    Query(query): Query<AnalyticsQuery>,
+) -> Result<Response, HttpError> {
+    let analytics = analytics(&state, &query).await?;
+    Ok(Html(page::render(&analytics)).into_response())
+}
+
 async fn not_found() -> HttpError {
     HttpError::not_found(
-        "no such admin endpoint (/metrics, /healthz, /readyz, /admin/reload, /admin/rule-set)",
+        "no such admin endpoint (/metrics, /healthz, /readyz, /admin/reload, /admin/rule-set, /analytics, /analytics/rules)",
     )
 }

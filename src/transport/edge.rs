@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::audit::AuditSink;
 use crate::auth::{AuthError, Authenticator};
 use crate::evaluator::Cardinal;
+use crate::store::{Store, StoreError};
 
 use super::tls::{TlsError, TlsReloader};
 
@@ -19,6 +20,8 @@ pub enum ServeError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Shared by both listeners; cheap to clone.
@@ -27,11 +30,14 @@ pub struct Edge {
     pub(super) auth: Option<Arc<Authenticator>>,
     pub(super) audit: AuditSink,
     pub(super) tls: Option<Arc<TlsReloader>>,
+    /// Cards, outcomes and feedback (`None` with `store.enabled = false`).
+    pub(super) store: Option<Store>,
 }
 
 impl Edge {
-    /// Reads `[auth]`, `[tls]` and `[audit]` of `cardinal`'s configuration; starts the audit writer.
-    pub fn new(cardinal: &Cardinal) -> Result<Self, ServeError> {
+    /// Reads `[auth]`, `[tls]`, `[audit]` and `[store]` of `cardinal`'s configuration; starts the
+    /// audit writer and opens the store (migrating it).
+    pub async fn new(cardinal: &Cardinal) -> Result<Self, ServeError> {
         let config = cardinal.config();
         let auth = Authenticator::from_config(&config.auth)?;
         let tls = TlsReloader::from_config(&config.tls)?;
@@ -40,7 +46,17 @@ impl Edge {
         cardinal
             .metrics()
             .observe_audit(move || watched.failing().is_some());
-        Ok(Self { auth, audit, tls })
+        let store = if config.store.enabled {
+            Some(Store::open(&config.store, &config.data_dir, cardinal.shared_metrics()).await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            auth,
+            audit,
+            tls,
+            store,
+        })
     }
 
     /// The scheme EHRs call this port with.
@@ -60,5 +76,10 @@ impl Edge {
 
     pub fn audit(&self) -> &AuditSink {
         &self.audit
+    }
+
+    /// The store, when enabled.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 }

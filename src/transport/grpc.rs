@@ -16,6 +16,7 @@ use crate::proto::cds_hooks_server::{CdsHooks, CdsHooksServer};
 use crate::proto::rule_set_admin_server::{RuleSetAdmin, RuleSetAdminServer};
 use crate::reload;
 use crate::rule_set::Trigger;
+use crate::store::FeedbackError;
 
 use super::authn::{self, Authenticated};
 use super::edge::Edge;
@@ -131,7 +132,12 @@ impl GrpcService {
             )
             .await;
         match &result {
-            Ok(evaluation) => record.answered(&evaluation.response),
+            Ok(evaluation) => {
+                record.answered(&evaluation.response);
+                if kind == CallKind::Hook {
+                    super::record_cards(&self.edge, evaluation, &record);
+                }
+            }
             Err(status) => record.refused(http_status_of(status)),
         }
         self.edge
@@ -236,7 +242,7 @@ impl CdsHooks for GrpcService {
         );
         self.edge.audit().admit().map_err(audit_unavailable)?;
         let message = request.into_inner();
-        let result = self.accept_feedback(&message, &mut record);
+        let result = self.accept_feedback(&message, &mut record).await;
         record.refused(match &result {
             Ok(_) => 200,
             Err(status) => http_status_of(status),
@@ -285,7 +291,9 @@ pub fn admin_service(cardinal: Cardinal) -> RuleSetAdminServer<AdminService> {
 }
 
 impl GrpcService {
-    fn accept_feedback(
+    /// Validates the feedback and, with the store on, stores it (`NOT_FOUND` for a card this
+    /// service never returned); answered once the store has committed it.
+    async fn accept_feedback(
         &self,
         message: &proto::SubmitFeedbackRequest,
         record: &mut AuditRecord,
@@ -295,9 +303,20 @@ impl GrpcService {
             .map_err(status_of)?;
         let feedback = grpc_convert::feedback(message).map_err(|e| status_of(e.into()))?;
         record.feedback(&feedback);
-        self.cardinal
+        let accepted = self
+            .cardinal
             .feedback(&message.service_id, &feedback)
-            .map_err(status_of)
+            .map_err(status_of)?;
+        if let Some(store) = self.edge.store() {
+            store
+                .feedback(&message.service_id, &feedback)
+                .await
+                .map_err(|e| match e {
+                    FeedbackError::UnknownCard { .. } => Status::not_found(e.to_string()),
+                    FeedbackError::Unavailable(_) => Status::unavailable(e.to_string()),
+                })?;
+        }
+        Ok(accepted)
     }
 }
 

@@ -196,7 +196,12 @@ async fn audited_call(
     edge.audit().admit().map_err(audit_unavailable)?;
     let result = evaluate(cardinal, id, parts, body, &mut record).await;
     match &result {
-        Ok(evaluation) => record.answered(&evaluation.response),
+        Ok(evaluation) => {
+            record.answered(&evaluation.response);
+            if kind == CallKind::Hook {
+                super::record_cards(edge, evaluation, &record);
+            }
+        }
         Err(e) => record.refused(e.status.as_u16()),
     }
     edge.audit().record(record).map_err(audit_unavailable)?;
@@ -356,7 +361,7 @@ async fn feedback(
         parts.trace_id(),
     );
     edge.audit().admit().map_err(audit_unavailable)?;
-    let result = accept_feedback(&cardinal, &id, &parts.headers, body, &mut record).await;
+    let result = accept_feedback(&cardinal, &edge, &id, &parts.headers, body, &mut record).await;
     record.refused(match &result {
         Ok(()) => 200,
         Err(e) => e.status.as_u16(),
@@ -366,8 +371,11 @@ async fn feedback(
     Ok(StatusCode::OK.into_response())
 }
 
+/// Validates the feedback and, with the store on, stores it (404 for a card this service never
+/// returned); answered once the store has committed it.
 async fn accept_feedback(
     cardinal: &Cardinal,
+    edge: &Edge,
     id: &str,
     headers: &HeaderMap,
     body: Body,
@@ -379,6 +387,9 @@ async fn accept_feedback(
     let feedback = FeedbackRequest::from_json_bytes(&body)?;
     record.feedback(&feedback);
     cardinal.feedback(id, &feedback)?;
+    if let Some(store) = edge.store() {
+        store.feedback(id, &feedback).await?;
+    }
     Ok(())
 }
 

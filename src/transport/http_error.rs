@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use crate::admission::{Overloaded, RETRY_AFTER_SECS};
 use crate::cds_hooks::{IssueType, OperationOutcome, RequestError};
 use crate::evaluator::CallError;
+use crate::store::FeedbackError;
 
 /// An HTTP error answer.
 #[derive(Debug)]
@@ -53,6 +54,19 @@ impl From<CallError> for HttpError {
             }
             CallError::Overloaded(why) => why.into(),
             CallError::Internal(_) => Self::new(status, IssueType::Exception, err.to_string()),
+        }
+    }
+}
+
+impl From<FeedbackError> for HttpError {
+    fn from(err: FeedbackError) -> Self {
+        match err {
+            FeedbackError::UnknownCard { .. } => Self::not_found(err.to_string()),
+            FeedbackError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                err.to_string(),
+            ),
         }
     }
 }

@@ -26,3 +26,19 @@ pub const EVALUATION_TIME_HEADER: &str = "x-cardinal-evaluation-time";
 /// Response header (and gRPC response metadata) naming the content version of the rule set that
 /// produced the answer.
 pub const RULE_SET_HEADER: &str = "x-cardinal-rule-set";
+
+/// Queues the store's record of a hook call both transports answered (with the store on): its
+/// cards, its silent and candidate outcomes, and the keyed hash of its patient.
+fn record_cards(
+    edge: &Edge,
+    evaluation: &crate::evaluator::Evaluation,
+    record: &crate::audit::AuditRecord,
+) {
+    if let Some(store) = edge.store() {
+        store.record_call(
+            evaluation,
+            record.hook_instance.as_deref().unwrap_or_default(),
+            record.patient_id.as_deref(),
+        );
+    }
+}

@@ -134,7 +134,7 @@ impl Server {
     /// Binds `addr` with the authentication, TLS and audit settings of `cardinal`'s configuration
     /// (a bad certificate, key set or issuer list stops here).
     pub async fn bind(cardinal: Cardinal, addr: SocketAddr) -> Result<Self, ServeError> {
-        let edge = Edge::new(&cardinal)?;
+        let edge = Edge::new(&cardinal).await?;
         let listener = listen(addr)?;
         Ok(Self {
             listener,
@@ -196,6 +196,10 @@ impl Server {
                 grace_ms = settings.shutdown_grace_ms,
                 "shutdown grace period over: cutting the calls still in flight"
             );
+        }
+        // The cards of the calls just answered are in the store before the process exits.
+        if let Some(store) = self.edge.store() {
+            store.flush().await;
         }
         Ok(())
     }

@@ -88,6 +88,16 @@ impl CardinalProcess {
     /// profile (authentication required: `env` must name a configuration with issuers).
     pub fn spawn_with_args(rules: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("temporary data directory");
+        Self::spawn_in(rules, env, args, data_dir)
+    }
+
+    /// The same on an existing data directory (a restart after [`CardinalProcess::kill`]).
+    pub fn spawn_in(
+        rules: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        data_dir: tempfile::TempDir,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cardinal"));
         command
             .arg("serve")
@@ -175,6 +185,16 @@ impl CardinalProcess {
             .connect()
             .await
             .expect("grpc connect")
+    }
+
+    /// SIGKILL: no shutdown, no flush; returns the data directory for a restart.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(
+            &mut self.data_dir,
+            tempfile::tempdir().expect("temporary data directory"),
+        )
     }
 
     /// Stops the process as an orchestrator would (SIGTERM: graceful shutdown, which flushes the
