@@ -28,6 +28,7 @@ use crate::engine::{
 use crate::patient::PatientContext;
 use crate::prefetch::{self, Prefetcher};
 use crate::registry::{CdsService, LoadErrors};
+use crate::repeats::{RepeatIndex, SuppressedCard};
 use crate::rule_set::{RuleSet, RuleSets};
 use crate::telemetry::{self, Metrics};
 use crate::terminology::{RemoteTerminology, Terminology, TerminologyError};
@@ -87,6 +88,8 @@ pub struct Evaluation {
     pub outcomes: Vec<RuleOutcome>,
     /// Where a candidate and the rule in use disagreed.
     pub disagreements: Vec<Disagreement>,
+    /// Cards held back because the patient saw them within their rule's window.
+    pub suppressed: Vec<SuppressedCard>,
     /// The rule set that produced it.
     pub rule_set: Arc<RuleSet>,
     pub evaluated_at: DateTime<Utc>,
@@ -119,6 +122,7 @@ pub struct Evaluation {
 #[derive(Clone)]
 pub struct Cardinal {
     rule_sets: Arc<RuleSets>,
+    repeats: Arc<RepeatIndex>,
     remote_terminology: Option<Arc<RemoteTerminology>>,
     config: Arc<Config>,
     admission: Admission,
@@ -159,6 +163,7 @@ impl Cardinal {
             admission: Admission::new(config.admission()),
             prefetcher: Prefetcher::new(&config.prefetch, &config.auth, config.max_body_bytes),
             rule_sets: Arc::new(RuleSets::new(rule_set)),
+            repeats: Arc::new(RepeatIndex::default()),
             remote_terminology: remote,
             config: Arc::new(config),
         }
@@ -177,6 +182,7 @@ impl Cardinal {
             admission: Admission::new(config.admission()),
             prefetcher: self.prefetcher.clone(),
             rule_sets: Arc::new(RuleSets::from_shared(rule_set)),
+            repeats: Arc::new(RepeatIndex::default()),
             remote_terminology: self.remote_terminology.clone(),
             config: Arc::new(config),
         }
@@ -391,7 +397,7 @@ impl Cardinal {
         let span = tracing::Span::current();
         let evaluation = tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
-                this.evaluate_admitted(&rule_set, &service, request, now, options.trace_id)
+                this.evaluate_admitted(&rule_set, &service, request, now, options.trace_id, true)
             })
         })
         .await
@@ -425,9 +431,11 @@ impl Cardinal {
         let rule_set = options.rule_set.take().unwrap_or_else(|| self.rule_set());
         let (service, now) = self.check(&rule_set, service_id, &request, &options)?;
         prefetch::require_provided(&service.prefetch, &mut request)?;
-        Ok(self.evaluate_admitted(&rule_set, &service, request, now, options.trace_id))
+        Ok(self.evaluate_admitted(&rule_set, &service, request, now, options.trace_id, false))
     }
 
+    /// Runs every rule of `service`. With `hold_back_repeats` (hook calls, not the authors' tools),
+    /// a card the patient was shown within its rule's `suppress_repeat_hours` is held back.
     fn evaluate_admitted(
         &self,
         rule_set: &Arc<RuleSet>,
@@ -435,9 +443,15 @@ impl Cardinal {
         request: HookRequest,
         now: DateTime<Utc>,
         trace_id: Option<String>,
+        hold_back_repeats: bool,
     ) -> Evaluation {
         let started = Instant::now();
         let engine = rule_set.engine();
+        let patient_id = request
+            .context
+            .get("patientId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let patient = PatientContext::build(request.context, request.prefetch);
         let input = RuleInput {
             patient,
@@ -448,10 +462,28 @@ impl Cardinal {
             budget: Arc::new(CallBudget::new(engine.limits(), started)),
             data: service.data.clone(),
         };
+        let mut suppressed = Vec::new();
         let mut outcomes: Vec<RuleOutcome> = service
             .rules
             .iter()
-            .map(|rule| self.run_rule(engine, service, rule, &input))
+            .map(|rule| {
+                let mut outcome = self.run_rule(engine, service, rule, &input);
+                if hold_back_repeats
+                    && rule.mode.is_active()
+                    && let Some(patient) = &patient_id
+                    && let Some(hours) = service.suppress_repeat_hours(&rule.id)
+                {
+                    self.hold_back_repeats(
+                        service,
+                        &mut outcome,
+                        patient,
+                        now,
+                        hours,
+                        &mut suppressed,
+                    );
+                }
+                outcome
+            })
             .collect();
         // Candidates run after the rules in use, on what the call's budget has left: they can never
         // take anything from the rules whose cards the clinician sees.
@@ -487,10 +519,46 @@ impl Cardinal {
             response,
             outcomes,
             disagreements,
+            suppressed,
             rule_set: rule_set.clone(),
             evaluated_at: now,
             duration: started.elapsed(),
         }
+    }
+
+    /// Takes out of `outcome` the cards this patient was shown within `hours`, and remembers the
+    /// others as shown now.
+    fn hold_back_repeats(
+        &self,
+        service: &CdsService,
+        outcome: &mut RuleOutcome,
+        patient: &str,
+        now: DateTime<Utc>,
+        hours: u32,
+        suppressed: &mut Vec<SuppressedCard>,
+    ) {
+        outcome.cards.retain(|card| {
+            let Some(last) = self.repeats.check(
+                service.id(),
+                &outcome.rule_id,
+                patient,
+                &card.summary,
+                now,
+                hours,
+            ) else {
+                return true;
+            };
+            self.metrics.card_suppressed(service.id(), &outcome.rule_id);
+            suppressed.push(SuppressedCard {
+                rule_id: outcome.rule_id.clone(),
+                rule_version: outcome.rule_version.clone(),
+                summary: card.summary.clone(),
+                indicator: card.indicator.as_str().to_owned(),
+                last_shown: last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                window_hours: hours,
+            });
+            false
+        });
     }
 
     /// Runs one rule in its own span and counts it: active and silent rules alike, except that a

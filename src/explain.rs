@@ -14,6 +14,7 @@ use crate::candidate::Disagreement;
 use crate::cds_hooks::{Card, Fact};
 use crate::engine::{RuleMode, RuleOutcome, Verdict};
 use crate::evaluator::Evaluation;
+use crate::repeats::SuppressedCard;
 
 /// How a rule ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +123,9 @@ pub struct ExplainReport {
     /// Where a candidate and the rule in use disagreed on this call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disagreements: Vec<Disagreement>,
+    /// Cards held back: the patient saw them within their rule's `suppress_repeat_hours`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<SuppressedCard>,
 }
 
 impl RuleReport {
@@ -275,6 +279,7 @@ impl ExplainReport {
                 .collect(),
             cards: evaluation.response.cards.clone(),
             disagreements: evaluation.disagreements.clone(),
+            suppressed: evaluation.suppressed.clone(),
         }
     }
 
@@ -363,6 +368,17 @@ impl fmt::Display for ExplainReport {
             }
         }
         writeln!(f)?;
+        if !self.suppressed.is_empty() {
+            writeln!(f, "cards held back as repeats:")?;
+            for s in &self.suppressed {
+                writeln!(
+                    f,
+                    "  [{}] {}  (rule {}; shown {}, within {} h)",
+                    s.indicator, s.summary, s.rule_id, s.last_shown, s.window_hours
+                )?;
+            }
+            writeln!(f)?;
+        }
         if !self.disagreements.is_empty() {
             writeln!(f, "candidates that disagree with the rule in use:")?;
             for d in &self.disagreements {

@@ -11,7 +11,8 @@
 //! - rules run in the sandboxed [`engine`], loaded from `rules/` by [`registry`] into a versioned,
 //!   immutable [`rule_set`] that a [`reload`] replaces atomically, after the new set's own test
 //!   cases pass; silent rules and [`candidate`] versions are evaluated and recorded, never shown;
-//! - cards are built and explained in [`cards`];
+//! - cards are built and explained in [`cards`]; a card the patient saw within its rule's window is
+//!   held back by [`repeats`];
 //! - the wire model is [`cds_hooks`];
 //! - for rule authors: [`explain`] (every rule's verdict, facts and conditions), [`rule_tests`]
 //!   (`cardinal test`: test cases next to the rules) and [`lint`] (`cardinal check`'s warnings);
@@ -36,6 +37,7 @@ pub mod patient;
 pub mod prefetch;
 pub mod registry;
 pub mod reload;
+pub mod repeats;
 pub mod rule_set;
 pub mod rule_tests;
 pub mod simulate;

@@ -50,6 +50,8 @@ pub struct RuleOverride {
     pub disabled: bool,
     /// Overrides the service's `mode` for this rule.
     pub mode: Option<Mode>,
+    /// Overrides the service's `suppress_repeat_hours` for this rule.
+    pub suppress_repeat_hours: Option<u32>,
 }
 
 /// A candidate version of a rule: `candidates/<rule id>.rhai`, run silently beside the rule in use
@@ -74,6 +76,8 @@ pub struct Manifest {
     /// `silent`: every rule is evaluated and recorded, but no card reaches the EHR.
     #[serde(default)]
     pub mode: Mode,
+    /// The same card is not shown again to the same patient within this many hours.
+    pub suppress_repeat_hours: Option<u32>,
     pub owner: Option<String>,
     pub usage_requirements: Option<String>,
     /// Prefetch key -> FHIR query template (with its place in the file, for error messages).

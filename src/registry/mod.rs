@@ -78,6 +78,16 @@ impl CdsService {
         }
     }
 
+    /// The repeat-suppression window of a rule, in hours (`[rules.<id>]`, else the service's).
+    pub fn suppress_repeat_hours(&self, rule_id: &str) -> Option<u32> {
+        self.manifest
+            .rules
+            .get(rule_id)
+            .and_then(|r| r.suppress_repeat_hours)
+            .or(self.manifest.suppress_repeat_hours)
+            .filter(|&h| h > 0)
+    }
+
     /// The card `source` used when a rule gives none: the manifest's, else the service title.
     pub fn default_source(&self) -> Source {
         let m = &self.manifest;

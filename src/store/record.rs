@@ -33,7 +33,7 @@ pub struct CardRow {
     pub uuid: String,
     pub rule_id: String,
     pub rule_version: String,
-    /// `active`, `silent`, `candidate`.
+    /// `active`, `silent`, `candidate`, `suppressed` (held back as a repeat).
     pub mode: &'static str,
     pub indicator: String,
     pub summary: String,
@@ -61,6 +61,17 @@ impl CallRecord {
                 mode: RuleMode::Active.as_str(),
                 indicator: card.indicator.as_str().to_owned(),
                 summary: card.summary.clone(),
+            });
+        }
+        // Held back as repeats: counted apart, so analytics show what suppression saved.
+        for held in &evaluation.suppressed {
+            cards.push(CardRow {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                rule_id: held.rule_id.clone(),
+                rule_version: held.rule_version.clone(),
+                mode: "suppressed",
+                indicator: held.indicator.clone(),
+                summary: held.summary.clone(),
             });
         }
         for outcome in evaluation.outcomes.iter().filter(|o| !o.mode.is_active()) {

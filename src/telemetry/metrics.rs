@@ -30,6 +30,7 @@ pub struct Metrics {
     refused: Counter<u64>,
     panics: Counter<u64>,
     silent_cards: Counter<u64>,
+    suppressed_cards: Counter<u64>,
     candidate_evaluations: Counter<u64>,
     candidate_disagreements: Counter<u64>,
     reloads: Counter<u64>,
@@ -117,6 +118,12 @@ impl Metrics {
                 .u64_counter("cardinal.rule.silent_cards")
                 .with_description(
                     "Cards a silent rule would have returned (not shown), by service, rule and indicator",
+                )
+                .build(),
+            suppressed_cards: meter
+                .u64_counter("cardinal.cards.suppressed")
+                .with_description(
+                    "Cards held back because the patient saw them within the rule's suppress_repeat_hours, by service and rule",
                 )
                 .build(),
             candidate_evaluations: meter
@@ -288,6 +295,17 @@ impl Metrics {
                 KeyValue::new("service", service.to_owned()),
                 KeyValue::new("rule", rule.to_owned()),
                 KeyValue::new("indicator", indicator.to_owned()),
+            ],
+        );
+    }
+
+    /// A card held back because the patient saw it within its rule's window.
+    pub fn card_suppressed(&self, service: &str, rule: &str) {
+        self.suppressed_cards.add(
+            1,
+            &[
+                KeyValue::new("service", service.to_owned()),
+                KeyValue::new("rule", rule.to_owned()),
             ],
         );
     }
