@@ -65,11 +65,14 @@ fn member(source: &dyn TerminologySource, url: &str, system: &str, code: &str) -
 }
 
 /// A base URL where nothing listens.
+/// A URL where nothing listens. Port 1 (tcpmux) is reserved and unused: a port freed by another
+/// listener could be taken again at once by a server another test starts in parallel.
 fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    format!("http://{addr}/fhir")
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:1").is_err(),
+        "something listens on 127.0.0.1:1; the down-server tests need it closed"
+    );
+    "http://127.0.0.1:1/fhir".to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
