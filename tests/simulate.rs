@@ -327,26 +327,8 @@ fn a_rule_made_blind_by_an_absent_element_is_reported_as_such() {
     );
 }
 
-/// Debian's `chromium`, or a clear failure: this test must not pass without a browser.
-fn chromium() -> String {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return name.to_owned();
-        }
-    }
-    panic!(
-        "this test needs headless Chromium (Debian package `chromium`; `.ci/run` installs it): \
-         none of chromium, chromium-browser, google-chrome was found"
-    );
-}
-
 #[test]
 fn the_html_report_renders_in_headless_chromium() {
-    let browser = chromium();
     let out = tempfile::tempdir().unwrap();
     let html = out.path().join("report.html");
     let rules = rules().to_string_lossy().into_owned();
@@ -361,31 +343,7 @@ fn the_html_report_renders_in_headless_chromium() {
         "--html",
         html.to_str().unwrap(),
     ]);
-    let profile = out.path().join("profile");
-    let url = format!("file://{}", html.display());
-    let headless = |extra: &[&str]| {
-        Command::new(&browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--enable-logging=stderr",
-                "--v=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(&url)
-            .output()
-            .unwrap()
-    };
-    let dom = headless(&["--dump-dom"]);
-    let text = String::from_utf8_lossy(&dom.stdout);
-    assert!(
-        dom.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dom.stderr)
-    );
+    let page = common::browser::render(&format!("file://{}", html.display()), 1200, 1600);
     for expected in [
         "Population simulation",
         "a1c-view",
@@ -394,30 +352,14 @@ fn the_html_report_renders_in_headless_chromium() {
         "<svg",
     ] {
         assert!(
-            text.contains(expected),
-            "`{expected}` not in the rendered page:\n{text}"
+            page.dom.contains(expected),
+            "`{expected}` not in the rendered page:\n{}",
+            page.dom
         );
     }
-    let log = String::from_utf8_lossy(&dom.stderr);
     assert!(
-        !log.lines()
-            .any(|l| l.contains(":CONSOLE(") || l.contains("Uncaught")),
-        "console errors:\n{log}"
-    );
-    let shot = out.path().join("report.png");
-    let screenshot = headless(&[
-        &format!("--screenshot={}", shot.display()),
-        "--window-size=1200,1600",
-    ]);
-    assert!(
-        screenshot.status.success(),
-        "{}",
-        String::from_utf8_lossy(&screenshot.stderr)
-    );
-    let png = std::fs::read(&shot).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        page.png.starts_with(b"\x89PNG") && page.png.len() > 10_000,
         "{} bytes",
-        png.len()
+        page.png.len()
     );
 }

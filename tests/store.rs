@@ -731,26 +731,8 @@ fn acknowledged_feedback_survives_sigkill() {
 // The analytics page in headless Chromium
 // ---------------------------------------------------------------------------------------------
 
-/// Debian's `chromium`, or a clear failure: this test must not pass without a browser.
-fn chromium() -> String {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return name.to_owned();
-        }
-    }
-    panic!(
-        "this test needs headless Chromium (Debian package `chromium`; `.ci/run` installs it): \
-         none of chromium, chromium-browser, google-chrome was found"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_analytics_page_renders_in_headless_chromium() {
-    let browser = chromium();
     let server = server_on(&Backend::Sqlite).await;
     let card = http_card(&server).await;
     let uuid = card["uuid"].as_str().unwrap();
@@ -764,41 +746,10 @@ async fn the_analytics_page_renders_in_headless_chromium() {
         .unwrap()
         .to_owned();
     let url = server.admin_url("/analytics?since=7d");
-    let out = tempfile::tempdir().unwrap();
-    let profile = out.path().join("profile");
-    let shot = out.path().join("analytics.png");
-    let (dom, screenshot) = tokio::task::spawn_blocking(move || {
-        let headless = |extra: &[&str]| {
-            Command::new(&browser)
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--enable-logging=stderr",
-                    "--v=0",
-                ])
-                .arg(format!("--user-data-dir={}", profile.display()))
-                .args(extra)
-                .arg(&url)
-                .output()
-                .unwrap()
-        };
-        let dom = headless(&["--dump-dom"]);
-        let screenshot = headless(&[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1200,1400",
-        ]);
-        (dom, screenshot)
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&dom.stdout);
-    assert!(
-        dom.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dom.stderr)
-    );
+    let page = tokio::task::spawn_blocking(move || common::browser::render(&url, 1200, 1400))
+        .await
+        .unwrap();
+    let text = &page.dom;
     for expected in [
         "Cardinal: cards, feedback and drift",
         "metformin-renal",
@@ -814,18 +765,7 @@ async fn the_analytics_page_renders_in_headless_chromium() {
             "`{expected}` not in the rendered page:\n{text}"
         );
     }
-    let log = String::from_utf8_lossy(&dom.stderr);
-    assert!(
-        !log.lines()
-            .any(|l| l.contains(":CONSOLE(") || l.contains("Uncaught")),
-        "console errors:\n{log}"
-    );
-    assert!(
-        screenshot.status.success(),
-        "{}",
-        String::from_utf8_lossy(&screenshot.stderr)
-    );
-    let png = std::fs::read(out.path().join("analytics.png")).unwrap();
+    let png = page.png;
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
     if let Ok(keep) = std::env::var("ANALYTICS_SCREENSHOT") {
         std::fs::write(keep, &png).unwrap();

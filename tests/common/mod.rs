@@ -2,6 +2,7 @@
 //! admin listener (metrics, health, readiness) on another loopback port.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fhir_server;
 pub mod jwt;
 pub mod process;
