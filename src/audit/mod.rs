@@ -11,8 +11,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::cds_hooks::{FeedbackRequest, HookRequest, HookResponse};
 use crate::telemetry::Metrics;
+use crate::telemetry::SinkHealth;
 
 /// What to do with a call whose record cannot be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,33 +179,11 @@ impl AuditRecord {
 #[error("the audit trail cannot be written; calls are refused until it can")]
 pub struct AuditUnavailable;
 
-#[derive(Debug, Default)]
-struct Health {
-    /// Why the sink is failing, if it is.
-    failing: Mutex<Option<String>>,
-}
-
-impl Health {
-    fn set(&self, why: Option<String>) {
-        match self.failing.lock() {
-            Ok(mut slot) => *slot = why,
-            Err(poisoned) => *poisoned.into_inner() = why,
-        }
-    }
-
-    fn get(&self) -> Option<String> {
-        match self.failing.lock() {
-            Ok(slot) => slot.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-}
-
 /// Where records go. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
     queue: SyncSender<AuditRecord>,
-    health: Arc<Health>,
+    health: Arc<SinkHealth>,
     policy: OnFailure,
     metrics: Arc<Metrics>,
 }
@@ -226,7 +205,7 @@ impl AuditSink {
     pub fn start(config: &AuditConfig, data_dir: &Path, metrics: Arc<Metrics>) -> Self {
         let path = data_dir.join(&config.path);
         let (queue, records) = std::sync::mpsc::sync_channel(config.queue_capacity.max(1));
-        let health = Arc::new(Health::default());
+        let health = Arc::new(SinkHealth::default());
         let mut writer = Writer {
             path,
             file: None,
@@ -299,7 +278,7 @@ struct Writer {
     file: Option<BufWriter<File>>,
     /// The last attempt to open the file.
     opened_at: Instant,
-    health: Arc<Health>,
+    health: Arc<SinkHealth>,
     metrics: Arc<Metrics>,
 }
 

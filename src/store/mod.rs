@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cds_hooks::FeedbackRequest;
 use crate::evaluator::Evaluation;
 use crate::telemetry::Metrics;
+use crate::telemetry::SinkHealth;
 
 pub use analytics::{Analytics, Window};
 pub use db::Db;
@@ -105,27 +106,6 @@ pub enum FeedbackError {
     Unavailable(#[source] StoreError),
 }
 
-#[derive(Debug, Default)]
-struct Health {
-    failing: Mutex<Option<String>>,
-}
-
-impl Health {
-    fn set(&self, why: Option<String>) {
-        match self.failing.lock() {
-            Ok(mut slot) => *slot = why,
-            Err(poisoned) => *poisoned.into_inner() = why,
-        }
-    }
-
-    fn get(&self) -> Option<String> {
-        match self.failing.lock() {
-            Ok(slot) => slot.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-}
-
 enum Command {
     Call(Box<CallRecord>),
     /// Answered once everything queued before it is written.
@@ -137,7 +117,7 @@ enum Command {
 pub struct Store {
     db: Db,
     queue: mpsc::Sender<Command>,
-    health: Arc<Health>,
+    health: Arc<SinkHealth>,
     metrics: Arc<Metrics>,
     patient_key: Arc<PatientKey>,
     config: StoreConfig,
@@ -187,7 +167,7 @@ impl Store {
         let store = Self {
             db,
             queue,
-            health: Arc::new(Health::default()),
+            health: Arc::new(SinkHealth::default()),
             metrics,
             patient_key: Arc::new(patient_key),
             config: config.clone(),
@@ -226,7 +206,7 @@ impl Store {
         Ok(Self {
             db,
             queue,
-            health: Arc::new(Health::default()),
+            health: Arc::new(SinkHealth::default()),
             metrics: Arc::new(Metrics::new(false)),
             patient_key: Arc::new(PatientKey::from_secret(b"read-only: keys no patient")),
             config: config.clone(),

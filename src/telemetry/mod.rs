@@ -4,9 +4,11 @@
 //! Nothing here records patient data: spans and logs carry service, rule and hook ids, kinds, counts,
 //! statuses and durations only.
 
+mod health;
 mod metrics;
 mod propagation;
 
+pub use health::SinkHealth;
 pub use metrics::Metrics;
 pub use propagation::{parent_context, trace_id_of};
 
