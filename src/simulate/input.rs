@@ -365,6 +365,29 @@ fn collect_references(value: &Value, found: &mut impl FnMut(&str)) {
 #[cfg(test)]
 mod tests {
     use super::Shard;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Any text, any reference map: the rewrite never panics, and changes nothing it does not know.
+        #[test]
+        fn urn_rewrite_is_total(text in ".*", id in "[a-z0-9-]{0,8}") {
+            let empty = std::collections::HashMap::new();
+            prop_assert_eq!(super::rewrite_urn_references(&text, &empty), text.clone());
+            let map = std::collections::HashMap::from([(format!("urn:uuid:{id}"), "Patient/p".to_owned())]);
+            let rewritten = super::rewrite_urn_references(&text, &map);
+            let quoted = format!("\"urn:uuid:{id}\"");
+            prop_assert!(!rewritten.contains(&quoted));
+        }
+
+        // Any bytes as a patient file: a clear error or a patient, never a panic.
+        #[test]
+        fn any_file_reads_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("patient.json");
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = super::read_bundle(&path, chrono::Utc::now());
+        }
+    }
 
     #[test]
     fn shards_partition_the_keys() {

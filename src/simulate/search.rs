@@ -139,7 +139,18 @@ pub fn answer(url: &str, patient: &Resource, resources: &[Resource]) -> Answer {
 mod tests {
     use super::*;
     use crate::fhir::Origin;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    proptest! {
+        // Any rendered URL (a template filled with any context value) is answered, never a panic.
+        #[test]
+        fn any_url_is_answered(url in ".{0,80}") {
+            let patient = Resource::new(json!({"resourceType": "Patient", "id": "p1"}), Origin::Prefetch);
+            let _ = answer(&url, &patient, &[]);
+            let _ = decode(&url);
+        }
+    }
 
     fn resource(value: serde_json::Value) -> Resource {
         Resource::new(value, Origin::Prefetch)
