@@ -10,10 +10,10 @@ use std::time::Duration;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
-use sqlx::{Row, sqlite::SqlitePoolOptions};
+use sqlx::{QueryBuilder, Row, sqlite::SqlitePoolOptions};
 
 use super::StoreError;
-use super::record::{CallRecord, FeedbackRow};
+use super::record::{CallRecord, CardRow, FeedbackRow};
 
 /// A connection pool to one of the two databases.
 #[derive(Debug, Clone)]
@@ -76,6 +76,10 @@ impl<'s> MigrationSource<'s> for Embedded {
         })
     }
 }
+
+/// Rows per multi-row INSERT: 64 cards × 12 columns stays far below SQLite's and PostgreSQL's
+/// limits on bound parameters.
+const ROWS_PER_STATEMENT: usize = 64;
 
 /// What the writer stores per card: counted from the rows actually inserted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -146,48 +150,52 @@ impl Db {
         result.map_err(|e| StoreError::Migrate(e.to_string()))
     }
 
-    /// Writes the calls and their cards in one transaction. A card already there (a retried batch)
-    /// is skipped.
+    /// Writes the calls and their cards in one transaction, many rows per statement (a statement is
+    /// a round trip to the database, or to SQLite's worker thread). A card already there (a retried
+    /// batch) is skipped.
     pub async fn write_calls(&self, calls: &[CallRecord]) -> Result<Written, sqlx::Error> {
+        let cards: Vec<(&CallRecord, &CardRow)> = calls
+            .iter()
+            .flat_map(|call| call.cards.iter().map(move |card| (call, card)))
+            .collect();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut written = Written::default();
-            for call in calls {
-                written.calls += sqlx::query(
-                    "INSERT INTO calls (id, service_id, rule_set, called_at, hook_instance) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(&call.id)
-                .bind(&call.service_id)
-                .bind(&call.rule_set)
-                .bind(call.called_at)
-                .bind(&call.hook_instance)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                for card in &call.cards {
-                    written.cards += sqlx::query(
-                        "INSERT INTO cards (uuid, call_id, service_id, rule_id, rule_version, \
-                         rule_set, mode, indicator, summary, issued_at, hook_instance, patient_key) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&card.uuid)
-                    .bind(&call.id)
-                    .bind(&call.service_id)
-                    .bind(&card.rule_id)
-                    .bind(&card.rule_version)
-                    .bind(&call.rule_set)
-                    .bind(card.mode)
-                    .bind(&card.indicator)
-                    .bind(&card.summary)
-                    .bind(call.called_at)
-                    .bind(&call.hook_instance)
-                    .bind(&call.patient_key)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                }
+            for chunk in calls.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO calls (id, service_id, rule_set, called_at, hook_instance) ",
+                );
+                insert.push_values(chunk, |mut row, call| {
+                    row.push_bind(&call.id)
+                        .push_bind(&call.service_id)
+                        .push_bind(&call.rule_set)
+                        .push_bind(call.called_at)
+                        .push_bind(&call.hook_instance);
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                written.calls += insert.build().execute(&mut *tx).await?.rows_affected();
+            }
+            for chunk in cards.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO cards (uuid, call_id, service_id, rule_id, rule_version, rule_set, \
+                     mode, indicator, summary, issued_at, hook_instance, patient_key) ",
+                );
+                insert.push_values(chunk, |mut row, (call, card)| {
+                    row.push_bind(&card.uuid)
+                        .push_bind(&call.id)
+                        .push_bind(&call.service_id)
+                        .push_bind(&card.rule_id)
+                        .push_bind(&card.rule_version)
+                        .push_bind(&call.rule_set)
+                        .push_bind(card.mode)
+                        .push_bind(&card.indicator)
+                        .push_bind(&card.summary)
+                        .push_bind(call.called_at)
+                        .push_bind(&call.hook_instance)
+                        .push_bind(&call.patient_key);
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                written.cards += insert.build().execute(&mut *tx).await?.rows_affected();
             }
             tx.commit().await?;
             Ok(written)
