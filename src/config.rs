@@ -33,6 +33,10 @@ pub struct Config {
     /// Address of the operators' port: `/metrics`, `/healthz`, `/readyz` and admin calls. Never
     /// exposed to EHRs.
     pub admin_listen: SocketAddr,
+    /// A file holding the bearer token the operators' admin calls (rule-set reload, analytics)
+    /// need. Unset: those calls are open on a loopback `admin_listen` and refused on any other
+    /// address. Probes and `/metrics` never need it.
+    pub admin_token_file: Option<PathBuf>,
     /// Where Cardinal keeps its own files (the audit trail); relative paths in `[audit]` are below it.
     pub data_dir: PathBuf,
     /// Directory holding the CDS services (one folder with a `service.toml` each).
@@ -140,6 +144,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            admin_token_file: None,
             data_dir: PathBuf::from("data"),
             rules_dir: PathBuf::from("rules"),
             max_body_bytes: 5 * 1024 * 1024,

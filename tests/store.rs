@@ -90,6 +90,13 @@ enum Backend {
 }
 
 impl Backend {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
     async fn postgres() -> Self {
         Self::Postgres(PgDatabase::create().await)
     }
@@ -293,6 +300,49 @@ async fn feedback_round_trip(backend: Backend) {
     assert_eq!(figures["firings_per_1000_calls"], 1000.0);
     assert_eq!(figures["override_reasons"][0]["code"], "MEDPREC");
     assert_eq!(figures["override_reasons"][0]["count"], 1);
+
+    // The same figures over gRPC, on the admin listener only.
+    let mut analytics_client =
+        proto::analytics_client::AnalyticsClient::new(server.admin_grpc_channel().await);
+    let by_grpc = analytics_client
+        .rule_analytics(proto::RuleAnalyticsRequest { since: "1d".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let grpc_figures = by_grpc
+        .rules
+        .iter()
+        .find(|r| r.service_id == "metformin-renal" && r.rule_id == rule_id && r.mode == "active")
+        .unwrap_or_else(|| panic!("no {rule_id} in {by_grpc:#?}"));
+    assert_eq!(
+        (
+            grpc_figures.shown,
+            grpc_figures.accepted,
+            grpc_figures.overridden
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(grpc_figures.override_rate, Some(0.5));
+    assert_eq!(grpc_figures.suggestions_accepted, 1);
+    assert_eq!((grpc_figures.patients, grpc_figures.repeats), (1, 1));
+    assert_eq!(
+        grpc_figures.override_reasons[0].code.as_deref(),
+        Some("MEDPREC")
+    );
+    assert_eq!(by_grpc.calls.get("metformin-renal"), Some(&2));
+    assert_eq!(by_grpc.database, backend.kind());
+    let bad_since = analytics_client
+        .rule_analytics(proto::RuleAnalyticsRequest {
+            since: "last tuesday".into(),
+        })
+        .await
+        .expect_err("an unreadable since");
+    assert_eq!(bad_since.code(), tonic::Code::InvalidArgument);
+    let on_ehr_port = proto::analytics_client::AnalyticsClient::new(server.grpc_channel().await)
+        .rule_analytics(proto::RuleAnalyticsRequest::default())
+        .await
+        .expect_err("analytics are not served to EHRs");
+    assert_ne!(on_ehr_port.code(), tonic::Code::Ok);
 
     // /readyz reports the store.
     let ready: Value = http()

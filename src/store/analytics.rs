@@ -31,6 +31,18 @@ impl Window {
         }
     }
 
+    /// How `since` may be written, for an error message.
+    pub const SINCE_FORMS: &'static str =
+        "`since` must be an RFC 3339 date-time, a date (YYYY-MM-DD) or a number of days (30d)";
+
+    /// `since` parsed, or the last 30 days when it is absent; `None` when it cannot be read.
+    pub fn parse_since_or_default(since: Option<&str>) -> Option<Self> {
+        match since {
+            None => Some(Self::last_days(30)),
+            Some(since) => Self::parse_since(since),
+        }
+    }
+
     /// From `since` (RFC 3339, `YYYY-MM-DD`, or `Nd` for the last N days) up to now.
     pub fn parse_since(since: &str) -> Option<Self> {
         let until = Utc::now();

@@ -1,8 +1,8 @@
 //! The operators' listener (`admin_listen`, default `127.0.0.1:9464`): metrics, liveness, readiness
 //! admin calls (rule-set reload over HTTP and gRPC `cardinal.v1.RuleSetAdmin`) and the store's
-//! analytics (`/analytics` page, `/analytics/rules` JSON). Never on the EHR-facing port, and never exposed to EHRs (in Kubernetes a
-//! NetworkPolicy limits it to the kubelet's probes and the metrics scraper). Plain HTTP, no
-//! authentication: who can reach it is decided by where it listens.
+//! analytics (`/analytics` page, `/analytics/rules` JSON, gRPC `cardinal.v1.Analytics`). Never on the EHR-facing port, and never exposed to EHRs (in Kubernetes a
+//! NetworkPolicy limits it to the kubelet's probes and the metrics scraper). Plain HTTP; the
+//! operators' calls are guarded by [`super::admin_guard`], probes and metrics are not.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -18,6 +18,7 @@ use crate::reload;
 use crate::rule_set::{ReloadResult, Trigger};
 use crate::store::{Analytics, Window, page};
 
+use super::admin_guard::{AdminGuard, require_admin};
 use super::edge::Edge;
 use super::http::method_not_allowed;
 use super::http_error::HttpError;
@@ -28,12 +29,9 @@ struct AdminState {
     edge: Edge,
 }
 
-/// Every admin route, in one place.
-pub fn router(cardinal: Cardinal, edge: Edge) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz).fallback(method_not_allowed))
-        .route("/metrics", get(metrics).fallback(method_not_allowed))
-        .route("/readyz", get(readyz).fallback(method_not_allowed))
+/// Every admin route, in one place: probes and metrics open, operators' calls behind `guard`.
+pub fn router(cardinal: Cardinal, edge: Edge, guard: AdminGuard) -> Router {
+    let operators = Router::new()
         .route(
             "/admin/reload",
             post(admin_reload).fallback(method_not_allowed),
@@ -54,6 +52,16 @@ pub fn router(cardinal: Cardinal, edge: Edge) -> Router {
             "/cardinal.v1.RuleSetAdmin/{*method}",
             super::grpc::admin_service(cardinal.clone()),
         )
+        .route_service(
+            "/cardinal.v1.Analytics/{*method}",
+            super::grpc::analytics_service(edge.store().cloned()),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(guard, require_admin));
+    Router::new()
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .merge(operators)
         .fallback(not_found)
         .with_state(AdminState { cardinal, edge })
 }
@@ -161,16 +169,13 @@ async fn analytics(state: &AdminState, query: &AnalyticsQuery) -> Result<Analyti
             "the store is disabled on this server (configuration `store.enabled`)",
         ));
     };
-    let window = match &query.since {
-        None => Window::last_days(30),
-        Some(since) => Window::parse_since(since).ok_or_else(|| {
-            HttpError::new(
-                StatusCode::BAD_REQUEST,
-                IssueType::Invalid,
-                "`since` must be an RFC 3339 date-time, a date (YYYY-MM-DD) or a number of days (30d)",
-            )
-        })?,
-    };
+    let window = Window::parse_since_or_default(query.since.as_deref()).ok_or_else(|| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            Window::SINCE_FORMS,
+        )
+    })?;
     store.analytics(window).await.map_err(|e| {
         HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,

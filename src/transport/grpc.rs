@@ -12,11 +12,13 @@ use crate::auth::Caller;
 use crate::evaluator::{CallError, Cardinal, Evaluation};
 use crate::explain::ExplainReport;
 use crate::proto;
+use crate::proto::analytics_server::{Analytics, AnalyticsServer};
 use crate::proto::cds_hooks_server::{CdsHooks, CdsHooksServer};
 use crate::proto::rule_set_admin_server::{RuleSetAdmin, RuleSetAdminServer};
 use crate::reload;
 use crate::rule_set::Trigger;
 use crate::store::FeedbackError;
+use crate::store::{Store, Window};
 
 use super::authn::{self, Authenticated};
 use super::edge::Edge;
@@ -288,6 +290,41 @@ impl RuleSetAdmin for AdminService {
 /// `cardinal.v1.RuleSetAdmin`, served on the admin listener only (never to EHRs).
 pub fn admin_service(cardinal: Cardinal) -> RuleSetAdminServer<AdminService> {
     RuleSetAdminServer::new(AdminService { cardinal })
+}
+
+/// `Analytics`: the store's alert-fatigue figures.
+#[derive(Clone)]
+pub struct AnalyticsService {
+    store: Option<Store>,
+}
+
+#[tonic::async_trait]
+impl Analytics for AnalyticsService {
+    async fn rule_analytics(
+        &self,
+        request: Request<proto::RuleAnalyticsRequest>,
+    ) -> Result<Response<proto::RuleAnalyticsResponse>, Status> {
+        let Some(store) = &self.store else {
+            return Err(Status::failed_precondition(
+                "the store is disabled on this server (configuration `store.enabled`)",
+            ));
+        };
+        let since = request.get_ref().since.trim();
+        let window = Window::parse_since_or_default(Some(since).filter(|s| !s.is_empty()))
+            .ok_or_else(|| Status::invalid_argument(Window::SINCE_FORMS))?;
+        let analytics = store
+            .analytics(window)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(grpc_convert::rule_analytics_response(
+            &analytics,
+        )))
+    }
+}
+
+/// `cardinal.v1.Analytics`, served on the admin listener only (never to EHRs).
+pub fn analytics_service(store: Option<Store>) -> AnalyticsServer<AnalyticsService> {
+    AnalyticsServer::new(AnalyticsService { store })
 }
 
 impl GrpcService {

@@ -375,3 +375,78 @@ pub fn reload_response(report: &crate::rule_set::ReloadReport) -> proto::ReloadR
     }
     response
 }
+
+/// The store's figures as `Analytics.RuleAnalytics` answers them.
+pub fn rule_analytics_response(
+    analytics: &crate::store::Analytics,
+) -> proto::RuleAnalyticsResponse {
+    let rfc3339 =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    proto::RuleAnalyticsResponse {
+        since: rfc3339(&analytics.window.since),
+        until: rfc3339(&analytics.window.until),
+        database: analytics.database.to_owned(),
+        calls: analytics.calls.clone().into_iter().collect(),
+        rules: analytics
+            .rules
+            .iter()
+            .map(|r| proto::RuleFigures {
+                service_id: r.service_id.clone(),
+                rule_id: r.rule_id.clone(),
+                rule_version: r.rule_version.clone(),
+                mode: r.mode.clone(),
+                shown: r.shown,
+                accepted: r.accepted,
+                overridden: r.overridden,
+                no_feedback: r.no_feedback,
+                override_rate: r.override_rate,
+                suggestions_accepted: r.suggestions_accepted,
+                patients: r.patients,
+                repeats: r.repeats,
+                cards_per_patient: r.cards_per_patient,
+                calls: r.calls,
+                firings_per_1000_calls: r.firings_per_1000_calls,
+                indicators: r.indicators.clone().into_iter().collect(),
+                override_reasons: r
+                    .override_reasons
+                    .iter()
+                    .map(|o| proto::RankedOverrideReason {
+                        system: o.system.clone(),
+                        code: o.code.clone(),
+                        display: o.display.clone(),
+                        count: o.count,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        daily: analytics
+            .daily
+            .iter()
+            .map(|d| proto::DailyFiring {
+                day: d.day.clone(),
+                service_id: d.service_id.clone(),
+                rule_id: d.rule_id.clone(),
+                mode: d.mode.clone(),
+                cards: d.cards,
+                calls: d.calls,
+            })
+            .collect(),
+        drift: analytics
+            .drift
+            .iter()
+            .map(|d| proto::RuleDrift {
+                service_id: d.service_id.clone(),
+                rule_id: d.rule_id.clone(),
+                today_rate: d.today_rate,
+                today_calls: d.today_calls,
+                baseline_rate: d.baseline_rate,
+                baseline_calls: d.baseline_calls,
+                ratio: d.ratio,
+                flagged: d.flagged,
+                direction: d.direction.to_owned(),
+            })
+            .collect(),
+        drift_factor: analytics.drift_factor,
+        drift_baseline_days: analytics.drift_baseline_days,
+    }
+}

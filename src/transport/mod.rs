@@ -3,6 +3,7 @@
 //! [`Cardinal`](crate::evaluator::Cardinal); neither knows about rules.
 
 pub mod admin;
+mod admin_guard;
 mod admit;
 mod authn;
 mod edge;

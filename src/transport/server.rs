@@ -30,6 +30,7 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::config::ServerConfig;
 use crate::evaluator::Cardinal;
 
+use super::admin_guard::AdminGuard;
 use super::edge::{Edge, ServeError};
 use super::tls::TlsReloader;
 use super::{EVALUATION_TIME_HEADER, admin, admit, authn, grpc, http, observe};
@@ -160,9 +161,11 @@ impl Server {
 
     /// Binds the admin listener (metrics, health, readiness), sharing this server's state.
     pub fn bind_admin(&self, addr: SocketAddr) -> io::Result<AdminServer> {
+        let guard = AdminGuard::new(addr, self.cardinal.config().admin_token_file.as_deref())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         Ok(AdminServer {
             listener: listen(addr)?,
-            router: admin::router(self.cardinal.clone(), self.edge.clone()),
+            router: admin::router(self.cardinal.clone(), self.edge.clone(), guard),
             settings: self.cardinal.config().server.clone(),
         })
     }

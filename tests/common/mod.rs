@@ -94,8 +94,14 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("server: {e}"));
         let addr = server.local_addr().expect("local addr");
         let edge = server.edge().clone();
+        // A test that sets an ephemeral admin address (e.g. 0.0.0.0:0) gets it; else loopback.
+        let admin_listen = if cardinal.config().admin_listen.port() == 0 {
+            cardinal.config().admin_listen
+        } else {
+            "127.0.0.1:0".parse().expect("addr")
+        };
         let admin = server
-            .bind_admin("127.0.0.1:0".parse().expect("addr"))
+            .bind_admin(admin_listen)
             .expect("bind the admin listener");
         let admin_addr = admin.local_addr().expect("admin addr");
         let (tx, rx) = oneshot::channel::<()>();
