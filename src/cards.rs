@@ -208,6 +208,8 @@ pub fn from_rule_spec(spec: Value, default_source: &Source) -> Result<Card, Stri
         .map(|(i, l)| link(l, &format!("links[{i}]")))
         .collect::<Result<_, _>>()?;
     let detail = take_str(&mut obj, "detail", "")?;
+    // Cardinal's own field, not CDS Hooks': the key repeat suppression compares.
+    let repeat_key = take_str(&mut obj, "repeatKey", "")?;
     if let Some(unknown) = obj.keys().next() {
         return Err(format!("unknown card field `{unknown}`"));
     }
@@ -222,6 +224,7 @@ pub fn from_rule_spec(spec: Value, default_source: &Source) -> Result<Card, Stri
         override_reasons,
         links,
         extension: None,
+        repeat_key,
     })
 }
 

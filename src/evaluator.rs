@@ -542,7 +542,7 @@ impl Cardinal {
                 service.id(),
                 &outcome.rule_id,
                 patient,
-                &card.summary,
+                card.repeat_key.as_deref().unwrap_or(&card.summary),
                 now,
                 hours,
             ) else {

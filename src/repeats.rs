@@ -2,7 +2,8 @@
 //! `suppress_repeat_hours`. A quarter to a third of alerts repeat for the same patient; each repeat
 //! the clinician has already seen makes the next alert easier to ignore.
 //!
-//! "The same card" is the rule, the patient and the card's summary. The memory is this replica's,
+//! "The same card" is the rule, the patient and the card's `repeatKey` (by default its summary: a
+//! rule whose summary quotes a changing value, such as a dose, declares a stable key instead). The memory is this replica's,
 //! in RAM (bounded; it starts empty after a restart), keyed by a digest of the patient id, never the
 //! id itself. Suppression applies to hook calls only: `cardinal test`, `explain` and `simulate`
 //! evaluate every rule as if each call were the first.

@@ -158,3 +158,42 @@ fn cardinal_test_evaluates_every_case_as_a_first_call() {
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
 }
+
+/// A summary that quotes something changing (here the date) would make every call a new card: the
+/// rule's `repeatKey` says what "the same card" is.
+#[tokio::test]
+async fn a_rule_s_repeat_key_makes_cards_with_changing_summaries_the_same_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = dir.path().join("statin-review");
+    std::fs::create_dir_all(&service).unwrap();
+    std::fs::write(
+        service.join("service.toml"),
+        "id = \"statin-review\"\nhook = \"patient-view\"\ndescription = \"Reminds to review statin therapy\"\nversion = \"1.0.0\"\nsuppress_repeat_hours = 72\n\n[source]\nlabel = \"Cardinal\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        service.join("review.rhai"),
+        "card(#{summary: `Review statin therapy (as of ${today()})`, indicator: \"info\", repeatKey: \"statin-review\"});\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with_rules(dir.path()).await;
+    let call = "/cds-services/statin-review";
+    let first = post(&server, call, "p1", "2026-11-01T08:00:00Z").await;
+    assert_eq!(
+        summaries(&first),
+        ["Review statin therapy (as of 2026-11-01)"]
+    );
+    assert!(
+        first["cards"][0].get("repeatKey").is_none(),
+        "never sent: {first}"
+    );
+    // The next day the summary differs, the key does not: held back within the 72 hours.
+    let next_day = post(&server, call, "p1", "2026-11-02T08:00:00Z").await;
+    assert!(summaries(&next_day).is_empty(), "{next_day}");
+    let after = post(&server, call, "p1", "2026-11-05T09:00:00Z").await;
+    assert_eq!(
+        summaries(&after),
+        ["Review statin therapy (as of 2026-11-05)"]
+    );
+    server.stop().await;
+}

@@ -194,6 +194,10 @@ pub struct Card {
     pub links: Vec<Link>,
     #[serde(default, skip_serializing_if = "skip_extension")]
     pub extension: Option<CardExtension>,
+    /// What makes two cards of a rule "the same card" for repeat suppression (the rule's
+    /// `repeatKey`; default the summary). Never sent.
+    #[serde(skip)]
+    pub repeat_key: Option<String>,
 }
 
 fn skip_extension(extension: &Option<CardExtension>) -> bool {
