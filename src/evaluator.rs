@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::engine::{
     CallBudget, CompileError, CompiledRule, RuleEngine, RuleInput, RuleMode, RuleOutcome, Verdict,
 };
+use crate::fhir::PrefetchValue;
 use crate::patient::PatientContext;
 use crate::prefetch::{self, Prefetcher};
 use crate::registry::{CdsService, LoadErrors};
@@ -128,6 +129,37 @@ pub struct Cardinal {
     admission: Admission,
     metrics: Arc<Metrics>,
     prefetcher: Prefetcher,
+}
+
+/// Calls carrying at most this many FHIR resources (context and prefetch) are evaluated on the
+/// async worker that read them; larger ones (a whole patient record) on the blocking pool, so the
+/// other connections' reads and refusals are never held up by a long evaluation.
+const INLINE_EVALUATION_RESOURCES: usize = 64;
+
+/// The FHIR resources a call carries in its prefetch and context (draft orders and the like).
+fn resource_count(request: &HookRequest) -> usize {
+    let prefetched: usize = request
+        .prefetch
+        .values()
+        .map(|value| match value {
+            PrefetchValue::Null => 0,
+            PrefetchValue::Resource(_) => 1,
+            PrefetchValue::Bundle(entries) => entries.len(),
+        })
+        .sum();
+    let in_context: usize = request
+        .context
+        .values()
+        .map(|value| match value {
+            serde_json::Value::Object(o) => o
+                .get("entry")
+                .and_then(serde_json::Value::as_array)
+                .map_or(1, Vec::len),
+            serde_json::Value::Array(items) => items.len(),
+            _ => 0,
+        })
+        .sum();
+    prefetched + in_context
 }
 
 /// Parses an RFC 3339 date-time, or a plain date (taken at 00:00 UTC).
@@ -391,24 +423,39 @@ impl Cardinal {
             self.metrics.call_refused(why.as_str());
             CallError::Overloaded(why)
         })?;
-        let this = self.clone();
         let hook_instance = request.hook_instance.clone();
-        // The blocking pool does not inherit the span: carry it, so rule spans are its children.
-        let span = tracing::Span::current();
-        let evaluation = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                this.evaluate_admitted(&rule_set, &service, request, now, options.trace_id, true)
+        let evaluation = if resource_count(&request) <= INLINE_EVALUATION_RESOURCES {
+            // A small call is evaluated right here: handing it to another thread and waking this
+            // one again costs more than the evaluation, and each wake-up can wait for a scheduler
+            // time slice. Admission bounds how many run at once; operation budgets bound each.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.evaluate_admitted(&rule_set, &service, request, now, options.trace_id, true)
+            }))
+            .map_err(|_| self.evaluation_panicked())?
+        } else {
+            let this = self.clone();
+            // The blocking pool does not inherit the span: carry it, so rule spans are its children.
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
+                    this.evaluate_admitted(
+                        &rule_set,
+                        &service,
+                        request,
+                        now,
+                        options.trace_id,
+                        true,
+                    )
+                })
             })
-        })
-        .await
-        .map_err(|_| {
-            // A panic in evaluation: the payload may quote patient data, so only the count is kept
-            // (the panic hook logs the location).
-            self.metrics.panic("evaluation");
-            CallError::Internal("the evaluation failed unexpectedly".into())
-        })?;
-        // Ids, counts and timings only: the request itself is patient data.
-        tracing::info!(
+            .await
+            .map_err(|_| self.evaluation_panicked())?
+        };
+        // Ids, counts and timings only: the request itself is patient data. Debug level (target
+        // `cardinal::calls`): formatting a line per call costs a busy replica a tenth of its
+        // throughput; `log_filter = "info,cardinal::calls=debug"` turns it on.
+        tracing::debug!(
+            target: "cardinal::calls",
             service = %evaluation.service_id,
             hook_instance = %hook_instance,
             rule_set = %evaluation.rule_set.version(),
@@ -418,6 +465,13 @@ impl Cardinal {
             "hook call evaluated"
         );
         Ok(evaluation)
+    }
+
+    /// A panic in evaluation: the payload may quote patient data, so only the count is kept (the
+    /// panic hook logs the location).
+    fn evaluation_panicked(&self) -> CallError {
+        self.metrics.panic("evaluation");
+        CallError::Internal("the evaluation failed unexpectedly".into())
     }
 
     /// The same evaluation, synchronously (CLI, benchmarks), on the serving rule set (or the one in
