@@ -253,6 +253,10 @@ pub struct ExpectedWhyNot {
     /// Absent: either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<Vec<String>>,
+    /// The values the condition compared, as the explain report shows them
+    /// (`"52 mL/min/{1.73_m2} < 45"`); absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared: Option<String>,
     /// Facts the rule recorded before it stopped (e.g. the total it compared with a threshold).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<ExpectedFact>,

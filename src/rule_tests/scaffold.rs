@@ -218,6 +218,12 @@ fn answered(cardinal: &Cardinal, case: &CompactCase) -> Expectation {
                                 .map(|c| c.unknown.clone())
                                 .unwrap_or_default(),
                         ),
+                        compared: outcome
+                            .conditions
+                            .iter()
+                            .find(|c| !c.met)
+                            .and_then(|c| c.compared.as_ref())
+                            .map(ToString::to_string),
                         facts: Vec::new(),
                     });
                 }
