@@ -190,9 +190,9 @@ impl RuleReport {
                         absent.join(", ")
                     ),
                     None => match self.stopping_comparison() {
-                        Some(compared) => format!(
-                            "NOT FIRED: condition \"{condition}\" was false ({compared})"
-                        ),
+                        Some(compared) => {
+                            format!("NOT FIRED: condition \"{condition}\" was false ({compared})")
+                        }
                         None => format!("NOT FIRED: condition \"{condition}\" was false"),
                     },
                 },

@@ -454,6 +454,16 @@ pub fn from_request(
         .collect();
     let want = prefetch_resources(request);
     let mut notes = Vec::new();
+    for (key, resources) in &want {
+        if let Value::Array(items) = resources
+            && has_two_with_one_id(items)
+        {
+            notes.push(format!(
+                "prefetch `{key}` kept as written: it lists two different resources with the same id, and a compact case lists each resource once"
+            ));
+            verbatim.insert(key.clone());
+        }
+    }
     // Each round keeps at least one more key as written, or ends: bounded by the number of keys.
     for _ in 0..=sent.len() {
         case.prefetch = sent
@@ -501,6 +511,21 @@ pub fn from_request(
     Ok(Converted {
         case,
         kept_as_written: notes,
+    })
+}
+
+/// Whether two different resources of one type share an id.
+fn has_two_with_one_id(items: &[Value]) -> bool {
+    let mut seen: BTreeMap<(&str, &str), &Value> = BTreeMap::new();
+    items.iter().any(|item| {
+        let (Some(ty), Some(id)) = (
+            item.get("resourceType").and_then(Value::as_str),
+            item.get("id").and_then(Value::as_str),
+        ) else {
+            return false;
+        };
+        seen.insert((ty, id), item)
+            .is_some_and(|before| before != item)
     })
 }
 

@@ -263,7 +263,9 @@ impl fmt::Display for Mismatch {
             } => write!(
                 f,
                 "why_not: rule {rule} stopped on \"{condition}\", which compared {}, expected {expected}",
-                actual.as_deref().unwrap_or("no values (the rule does not pass them)")
+                actual
+                    .as_deref()
+                    .unwrap_or("no values (the rule does not pass them)")
             ),
             Self::WrongUnknown {
                 rule,

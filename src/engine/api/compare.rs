@@ -89,9 +89,11 @@ fn side_of(value: &Dynamic, unit: Option<&str>) -> Side {
         return Side::Text(b.to_string());
     }
     if let Some(map) = value.read_lock::<rhai::Map>() {
-        let number = map
-            .get("value")
-            .and_then(|v| v.as_float().ok().or_else(|| v.as_int().ok().map(|i| i as f64)));
+        let number = map.get("value").and_then(|v| {
+            v.as_float()
+                .ok()
+                .or_else(|| v.as_int().ok().map(|i| i as f64))
+        });
         if let Some(n) = number {
             let own_unit = map
                 .get("unit")

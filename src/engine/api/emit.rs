@@ -11,8 +11,8 @@ use crate::cards;
 use crate::cds_hooks::Fact;
 
 use super::super::outcome::ConditionCheck;
-use super::compare::Comparison;
 use super::super::run_state::{self, NOT_MET_TOKEN, charge};
+use super::compare::Comparison;
 use super::json::{dynamic_to_json, units_of};
 use super::resource::{ResourceHandle, code_text};
 
