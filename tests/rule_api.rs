@@ -412,11 +412,18 @@ fn compare_records_both_sides_of_a_condition_with_units() {
         })
         .collect();
     let egfr = shown[1].2.clone().expect("compared");
-    assert!(egfr.ends_with(" >= 10") && egfr.contains("mL/min"), "{egfr}");
+    assert!(
+        egfr.ends_with(" >= 10") && egfr.contains("mL/min"),
+        "{egfr}"
+    );
     assert_eq!(
         shown[2..],
         [
-            ("45 days or more".into(), true, Some("45 days > 30 days".into())),
+            (
+                "45 days or more".into(),
+                true,
+                Some("45 days > 30 days".into())
+            ),
             ("a quantity map".into(), true, Some("2.5 mg < 3".into())),
             (
                 "ISO dates compare as text".into(),

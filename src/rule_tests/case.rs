@@ -18,6 +18,9 @@
 //!   "provenance": { "anything": "ignored by the runner" }
 //! }
 //! ```
+//!
+//! A file without `request` is a compact case ([`super::compact`]): `context` and `resources` by
+//! type instead of the request, which is built from the service's prefetch templates when it runs.
 
 use std::collections::BTreeMap;
 use std::fs;
