@@ -1,5 +1,8 @@
 //! The `cardinal` command line: `serve` runs the service; `check` compiles a rules directory; `test`
-//! runs the rule test cases; `explain` shows why each rule of a service fired or not.
+//! runs the rule test cases (`test compact` and `test new` write them: [`cases`]); `explain` shows
+//! why each rule of a service fired or not.
+
+mod cases;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,11 +67,13 @@ enum Command {
         /// Run only the cases whose file path or service id contains this text.
         #[arg(long)]
         filter: Option<String>,
+        #[command(subcommand)]
+        action: Option<cases::TestAction>,
     },
     /// Evaluate one request and show, for every rule of the service, whether it fired, the facts it
     /// recorded and the conditions it checked (which one was false when it did not fire).
     Explain {
-        /// A CDS Hooks request, or a test-case file (its `request`, `service` and
+        /// A CDS Hooks request, or a test-case file, full or compact (its request, `service` and
         /// `evaluation_time` are used).
         #[arg(long)]
         request: PathBuf,
@@ -132,7 +137,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir.unwrap_or_else(|| config.rules_dir.clone()),
             &config,
         )),
-        Command::Test { dir, filter } => Ok(test(
+        Command::Test {
+            action: Some(action),
+            ..
+        } => Ok(cases::run(action, &config)),
+        Command::Test { dir, filter, .. } => Ok(test(
             dir.unwrap_or_else(|| config.rules_dir.clone()),
             filter.as_deref(),
             &config,
@@ -225,7 +234,7 @@ fn report_command(config: &Config, since: &str, json: bool) -> anyhow::Result<Ex
 
 /// Loads a rules directory for `test` and `explain` (evaluation time pinning allowed); on failure
 /// returns every error as `file:line:column: message`.
-fn load_rules(dir: &Path, config: &Config) -> Result<Cardinal, Vec<String>> {
+pub(crate) fn load_rules(dir: &Path, config: &Config) -> Result<Cardinal, Vec<String>> {
     let config = Config {
         rules_dir: dir.to_path_buf(),
         allow_evaluation_time_override: true,
@@ -255,6 +264,14 @@ fn test(dir: PathBuf, filter: Option<&str>, config: &Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let unexpandable = cases::unexpandable(&cardinal, &suites);
+    if !unexpandable.is_empty() {
+        for error in &unexpandable {
+            eprintln!("{error}");
+        }
+        eprintln!("{} error(s) in {}", unexpandable.len(), dir.display());
+        return ExitCode::from(2);
+    }
     let mut results = Vec::new();
     for suite in &suites {
         for case in &suite.cases {
@@ -304,6 +321,12 @@ fn read_request_file(path: &Path) -> Result<(Value, Option<String>, Option<Strin
         )
     })?;
     let is_case = value.get("hook").is_none() && value.get("request").is_some_and(Value::is_object);
+    if value.get("hook").is_none() && value.get("context").is_some() && !is_case {
+        // A compact case: expanded once the rules are loaded.
+        let text_field = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+        let (service, at) = (text_field("service"), text_field("evaluation_time"));
+        return Ok((value, service, at));
+    }
     if !is_case {
         return Ok((value, None, None));
     }
@@ -358,6 +381,10 @@ fn explain(
     let refused = |status: u16, message: String| {
         eprintln!("refused with HTTP {status}: {message}");
         ExitCode::FAILURE
+    };
+    let request = match cases::expand_if_compact(file, request, &cardinal) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
     };
     let request = match HookRequest::from_value(request) {
         Ok(r) => r,

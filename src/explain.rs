@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::candidate::Disagreement;
 use crate::cds_hooks::{Card, Fact};
-use crate::engine::{RuleMode, RuleOutcome, Verdict};
+use crate::engine::{Compared, RuleMode, RuleOutcome, Verdict};
 use crate::evaluator::Evaluation;
 use crate::repeats::SuppressedCard;
 
@@ -55,6 +55,10 @@ pub struct ConditionReport {
     pub met: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<String>,
+    /// The values the condition compared (`compare(...)` in the rule): patient data, for the
+    /// author only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared: Option<Compared>,
 }
 
 impl ConditionReport {
@@ -160,6 +164,7 @@ impl RuleReport {
                     name: c.name.clone(),
                     met: c.met,
                     unknown: c.unknown.clone(),
+                    compared: c.compared.clone(),
                 })
                 .collect(),
             facts: outcome.facts.clone(),
@@ -184,7 +189,12 @@ impl RuleReport {
                         "NOT FIRED: condition \"{condition}\" could not be decided (absent: {})",
                         absent.join(", ")
                     ),
-                    None => format!("NOT FIRED: condition \"{condition}\" was false"),
+                    None => match self.stopping_comparison() {
+                        Some(compared) => {
+                            format!("NOT FIRED: condition \"{condition}\" was false ({compared})")
+                        }
+                        None => format!("NOT FIRED: condition \"{condition}\" was false"),
+                    },
                 },
                 None => "NOT FIRED: finished without a card (every condition it checked was met)"
                     .to_owned(),
@@ -201,6 +211,11 @@ impl RuleReport {
                 None => "ERROR".to_owned(),
             },
         }
+    }
+
+    /// The values compared by the condition that stopped the rule, when the rule passed them.
+    pub fn stopping_comparison(&self) -> Option<&Compared> {
+        self.conditions.iter().find(|c| !c.met)?.compared.as_ref()
     }
 
     /// The absent elements of the condition that stopped the rule, when it was undecided.
@@ -351,7 +366,12 @@ impl fmt::Display for ExplainReport {
                     } else {
                         format!(" (absent: {})", c.unknown.join(", "))
                     };
-                    writeln!(f, "    {:<5}  {}{absent}", c.state(), c.name)?;
+                    let compared = c
+                        .compared
+                        .as_ref()
+                        .map(|v| format!(": {v}"))
+                        .unwrap_or_default();
+                    writeln!(f, "    {:<5}  {}{compared}{absent}", c.state(), c.name)?;
                 }
             }
             if !rule.facts.is_empty() {

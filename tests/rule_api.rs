@@ -378,3 +378,76 @@ fn value_sets_shipped_with_the_rules_are_checked_by_id_or_url_and_explained() {
         Some("Observation/egfr-2026-10")
     );
 }
+
+#[test]
+fn compare_records_both_sides_of_a_condition_with_units() {
+    let rule = r#"
+        let egfr = require("an eGFR on record", patient.latest_observation("62238-1"));
+        let c = compare(egfr, ">=", 10);
+        require("eGFR 10 or more", compare(egfr, ">=", 10));
+        require("45 days or more", compare(45, ">", 30, "days"));
+        require("a quantity map", compare(#{value: 2.5, unit: "mg"}, "<", 3));
+        require("ISO dates compare as text", compare("2026-01-02", ">", "2025-12-31"));
+        require("holds is the plain result", c.holds);
+        require("no value never holds", compare((), "<", 45, "days"));
+        card(#{ summary: "unreachable", indicator: "info" });
+    "#;
+    let eval = evaluate_with(
+        rule,
+        "order-sign",
+        common::request_fixture("metformin-egfr-low"),
+        "2026-11-25",
+    );
+    let outcome = &eval.outcomes[0];
+    assert_eq!(outcome.verdict, Verdict::NotFired);
+    let shown: Vec<(String, bool, Option<String>)> = outcome
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.met,
+                c.compared.as_ref().map(ToString::to_string),
+            )
+        })
+        .collect();
+    let egfr = shown[1].2.clone().expect("compared");
+    assert!(
+        egfr.ends_with(" >= 10") && egfr.contains("mL/min"),
+        "{egfr}"
+    );
+    assert_eq!(
+        shown[2..],
+        [
+            (
+                "45 days or more".into(),
+                true,
+                Some("45 days > 30 days".into())
+            ),
+            ("a quantity map".into(), true, Some("2.5 mg < 3".into())),
+            (
+                "ISO dates compare as text".into(),
+                true,
+                Some("2026-01-02 > 2025-12-31".into())
+            ),
+            ("holds is the plain result".into(), true, None),
+            (
+                "no value never holds".into(),
+                false,
+                Some("(no value) < 45 days".into())
+            ),
+        ]
+    );
+
+    // An operator that is none is a rule error naming it.
+    let eval = evaluate_with(
+        r#"require("x", compare(1, "=<", 2));"#,
+        "order-sign",
+        common::request_fixture("metformin-egfr-low"),
+        "2026-11-25",
+    );
+    match &eval.outcomes[0].verdict {
+        Verdict::Error(e) => assert!(e.message.contains("`=<` is not an operator"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+}

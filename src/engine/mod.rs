@@ -12,7 +12,9 @@ mod sandbox;
 
 pub use compile::{CompileError, CompiledRule, RuleSource};
 
-pub use outcome::{ConditionCheck, RuleError, RuleErrorKind, RuleMode, RuleOutcome, Verdict};
+pub use outcome::{
+    Compared, ConditionCheck, RuleError, RuleErrorKind, RuleMode, RuleOutcome, Verdict,
+};
 pub use run::{CallBudget, RuleInput};
 pub use sandbox::SandboxLimits;
 use std::collections::BTreeMap;

@@ -13,6 +13,23 @@ pub struct ConditionCheck {
     pub met: bool,
     /// The absent elements that left the condition undecided; empty when it was decided.
     pub unknown: Vec<String>,
+    /// The values the condition compared, when the rule passed a `compare(...)`. Patient data:
+    /// shown in the explain report, never logged, counted or put on a span.
+    pub compared: Option<Compared>,
+}
+
+/// Both sides of a comparison as the explain report shows them: `38 mL/min/{1.73_m2}`, `<`, `45`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Compared {
+    pub left: String,
+    pub op: String,
+    pub right: String,
+}
+
+impl std::fmt::Display for Compared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.left, self.op, self.right)
+    }
 }
 
 impl ConditionCheck {

@@ -18,17 +18,23 @@
 //!   "provenance": { "anything": "ignored by the runner" }
 //! }
 //! ```
+//!
+//! A file without `request` is a compact case ([`super::compact`]): `context` and `resources` by
+//! type instead of the request, which is built from the service's prefetch templates when it runs.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cds_hooks::Indicator;
 use crate::evaluator::parse_evaluation_time;
+use crate::registry::CdsService;
+
+use super::compact::{CompactCase, CompactError};
 
 /// Name of the folders holding test cases.
 pub const TESTS_DIR: &str = "tests";
@@ -64,12 +70,17 @@ pub struct TestCase {
     /// "Now" for the rules: RFC 3339 or `YYYY-MM-DD`. Without it the case runs at the real time.
     #[serde(default)]
     pub evaluation_time: Option<String>,
-    /// The CDS Hooks request, as an EHR would send it.
+    /// The CDS Hooks request, as an EHR would send it (`null` for a compact case: see
+    /// [`TestCase::request_for`]).
+    #[serde(default)]
     pub request: Value,
     pub expect: Expectation,
     /// Where the case came from; free-form and ignored by the runner.
     #[serde(default)]
     pub provenance: Option<Value>,
+    /// The case as written in the compact format, expanded against its service when run.
+    #[serde(skip)]
+    pub compact: Option<Box<CompactCase>>,
 }
 
 impl TestCase {
@@ -85,16 +96,62 @@ impl TestCase {
         self.service.contains(filter) || self.path.to_string_lossy().contains(filter)
     }
 
-    /// Reads and checks one case file.
+    /// The request to send: the full case's, or the compact case expanded with `service`'s
+    /// prefetch templates.
+    pub fn request_for(&self, service: &CdsService) -> Result<Value, CompactError> {
+        match &self.compact {
+            Some(compact) => compact.expand(service),
+            None => Ok(self.request.clone()),
+        }
+    }
+
+    /// A case from a compact case (its request left to [`TestCase::request_for`]).
+    pub fn from_compact(compact: CompactCase, path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            description: compact.description.clone(),
+            service: compact.service.clone(),
+            evaluation_time: compact.evaluation_time.clone(),
+            request: Value::Null,
+            expect: compact.expect.clone(),
+            provenance: compact.provenance.clone(),
+            compact: Some(Box::new(compact)),
+        }
+    }
+
+    /// Reads and checks one case file: the full format (with `request`) or the compact one.
     pub fn read(path: &Path) -> Result<Self, CaseError> {
         let text = fs::read_to_string(path)
             .map_err(|e| CaseError::new(path, format!("cannot read file: {e}")))?;
-        let mut case: TestCase = serde_json::from_str(&text).map_err(|e| CaseError {
+        Self::parse(&text, path)
+    }
+
+    /// Reads and checks a case from its text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, CaseError> {
+        let located = |e: serde_json::Error| CaseError {
             path: path.to_path_buf(),
             line: Some(e.line()),
             column: Some(e.column()),
             message: strip_serde_position(&e.to_string()),
-        })?;
+        };
+        let value: Value = serde_json::from_str(text).map_err(located)?;
+        let Some(object) = value.as_object() else {
+            return Err(CaseError::new(path, "a test case must be a JSON object"));
+        };
+        let mut case = if object.contains_key("request") {
+            serde_json::from_str::<TestCase>(text).map_err(located)?
+        } else if object.contains_key("context") || object.contains_key("resources") {
+            let compact: CompactCase = serde_json::from_str(text).map_err(located)?;
+            compact
+                .check()
+                .map_err(|e| CaseError::new(path, e.to_string()))?;
+            Self::from_compact(compact, path)
+        } else {
+            return Err(CaseError::new(
+                path,
+                "a test case needs `request` (a full CDS Hooks request) or `context` and `resources` (the compact format)",
+            ));
+        };
         case.path = path.to_path_buf();
         if case.service.trim().is_empty() {
             return Err(CaseError::new(path, "`service` must not be empty"));
@@ -121,24 +178,32 @@ fn ok() -> u16 {
     200
 }
 
+fn is_ok(status: &u16) -> bool {
+    *status == 200
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// What the response must be.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
     /// The HTTP status (default 200). A refusal (e.g. 412 for missing prefetch) is compared by it.
-    #[serde(default = "ok")]
+    #[serde(default = "ok", skip_serializing_if = "is_ok")]
     pub status: u16,
     /// The cards, in any order; `None` (key absent) means the cards are not checked.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cards: Option<Vec<ExpectedCard>>,
     /// Facts that must appear in the explanation of some card.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<ExpectedFact>,
     /// Rules that must not fire, and the condition that stops each (checked in-process only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub why_not: Vec<ExpectedWhyNot>,
     /// Number of rules that may fail with an error (default 0).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub rule_errors: usize,
 }
 
@@ -155,33 +220,33 @@ impl Default for Expectation {
 }
 
 /// An expected card: summary (through the alias table) and indicator, plus optional checks.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedCard {
     pub summary: String,
     pub indicator: Indicator,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_label: Option<String>,
     /// Texts the card's `detail` must contain.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub detail_contains: Vec<String>,
 }
 
 /// A fact some card's explanation must carry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedFact {
     pub name: String,
     /// The value as shown in the explanation (`"180.0"`); absent = any value.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// The rule whose card carries it; absent = any rule.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
 }
 
 /// A rule that must not fire, stopped by the named `require` condition.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedWhyNot {
     pub rule: String,
@@ -189,10 +254,14 @@ pub struct ExpectedWhyNot {
     /// Whether the condition was undecided for absent data: `["MedicationRequest.category"]` says it
     /// could not be decided because those elements were absent; `[]` says it was decided (false).
     /// Absent: either.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<Vec<String>>,
+    /// The values the condition compared, as the explain report shows them
+    /// (`"52 mL/min/{1.73_m2} < 45"`); absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared: Option<String>,
     /// Facts the rule recorded before it stopped (e.g. the total it compared with a threshold).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<ExpectedFact>,
 }
 

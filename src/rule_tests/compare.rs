@@ -131,6 +131,13 @@ pub enum Mismatch {
         expected: Vec<String>,
         actual: Vec<String>,
     },
+    /// The stopping condition compared other values than `why_not` expected.
+    WrongCompared {
+        rule: String,
+        condition: String,
+        expected: String,
+        actual: Option<String>,
+    },
     /// A fact `why_not` expected the stopped rule to have recorded.
     MissingRuleFact {
         rule: String,
@@ -248,6 +255,18 @@ impl fmt::Display for Mismatch {
                 )?;
                 write!(f, "\n    recorded: {}", recorded.join("; "))
             }
+            Self::WrongCompared {
+                rule,
+                condition,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "why_not: rule {rule} stopped on \"{condition}\", which compared {}, expected {expected}",
+                actual
+                    .as_deref()
+                    .unwrap_or("no values (the rule does not pass them)")
+            ),
             Self::WrongUnknown {
                 rule,
                 condition,
@@ -542,6 +561,22 @@ fn check_why_not(expected: &ExpectedWhyNot, outcomes: &[RuleOutcome]) -> Option<
                 got_sorted.sort();
                 if want_sorted != got_sorted {
                     return Some(Mismatch::WrongUnknown {
+                        rule: expected.rule.clone(),
+                        condition: expected.condition.clone(),
+                        expected: want.clone(),
+                        actual: got,
+                    });
+                }
+            }
+            if let Some(want) = &expected.compared {
+                let got = outcome
+                    .conditions
+                    .iter()
+                    .find(|c| !c.met)
+                    .and_then(|c| c.compared.as_ref())
+                    .map(ToString::to_string);
+                if got.as_deref() != Some(want.as_str()) {
+                    return Some(Mismatch::WrongCompared {
                         rule: expected.rule.clone(),
                         condition: expected.condition.clone(),
                         expected: want.clone(),

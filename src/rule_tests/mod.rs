@@ -2,14 +2,19 @@
 //! expect, in the spirit of `opa test`.
 //!
 //! - [`case`]: the test-case file format, `aliases.toml`, and finding `tests/` folders;
+//! - [`compact`]: the compact format (context, resources by type, expectations) and its expansion
+//!   into a request by the service's prefetch templates;
+//! - [`scaffold`]: `cardinal test new`, a compact case from a patient record;
 //! - [`compare`]: the comparator, shared with the HTTP integration tests;
 //! - [`report`]: the readable output (one line per case, a diff and the "why not" for failures).
 //!
 //! The file format is documented in `docs/testing-rules.md`.
 
 pub mod case;
+pub mod compact;
 pub mod compare;
 pub mod report;
+pub mod scaffold;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +23,7 @@ pub use case::{
     ALIASES_FILE, Aliases, CaseError, Expectation, ExpectedCard, ExpectedFact, ExpectedWhyNot,
     TESTS_DIR, TestCase, TestSuite, discover,
 };
+pub use compact::{CompactCase, CompactError};
 pub use compare::{Actual, CardLine, Mismatch, compare};
 
 use crate::candidate::Disagreement;
@@ -64,7 +70,18 @@ pub fn evaluate_case(cardinal: &Cardinal, case: &TestCase) -> (Actual, Option<Ex
         outcomes: None,
         message: Some(message),
     };
-    let request = match HookRequest::from_value(case.request.clone()) {
+    let request = match &case.compact {
+        None => case.request.clone(),
+        // A compact case is expanded by its service's templates; no service, no request.
+        Some(compact) => match cardinal.service(&case.service) {
+            Ok(service) => match compact.expand(&service) {
+                Ok(request) => request,
+                Err(e) => return (refused(400, format!("compact case: {e}")), None),
+            },
+            Err(e) => return (refused(e.http_status(), e.to_string()), None),
+        },
+    };
+    let request = match HookRequest::from_value(request) {
         Ok(r) => r,
         Err(e) => return (refused(400, e.to_string()), None),
     };

@@ -41,7 +41,10 @@ pub fn failure_details(result: &CaseResult) -> String {
                 let conditions: Vec<String> = rule
                     .conditions
                     .iter()
-                    .map(|c| format!("{} \"{}\"", c.state(), c.name))
+                    .map(|c| match &c.compared {
+                        Some(v) => format!("{} \"{}\" ({v})", c.state(), c.name),
+                        None => format!("{} \"{}\"", c.state(), c.name),
+                    })
                     .collect();
                 let _ = writeln!(out, "      conditions: {}", conditions.join(", "));
             }

@@ -12,6 +12,7 @@ use crate::cds_hooks::Fact;
 
 use super::super::outcome::ConditionCheck;
 use super::super::run_state::{self, NOT_MET_TOKEN, charge};
+use super::compare::Comparison;
 use super::json::{dynamic_to_json, units_of};
 use super::resource::{ResourceHandle, code_text};
 
@@ -137,11 +138,19 @@ fn record_fact(
 /// `require(name, condition, absent)`: the same, but when the condition does not hold and `absent`
 /// names elements (`"MedicationRequest.category"`, or a list), the condition is recorded as
 /// *unknown* (undecidable for lack of data) rather than false.
+///
+/// A `compare(left, op, right)` condition holds when the comparison does, and its two sides are
+/// recorded with the condition for the explain report; when met, `require` returns `true`.
 fn require(
     name: &str,
     condition: Dynamic,
     absent: &Dynamic,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
+    let compared = condition.read_lock::<Comparison>().map(|c| c.clone());
+    let condition = match &compared {
+        Some(c) => Dynamic::from_bool(c.holds),
+        None => condition,
+    };
     let (met, unknown) = if let Some(u) = condition.read_lock::<Unknown>() {
         let mut elements = u.0.clone();
         if elements.is_empty() {
@@ -165,6 +174,7 @@ fn require(
             name: name.to_owned(),
             met,
             unknown,
+            compared: compared.map(|c| c.shown),
         })
     });
     if met {

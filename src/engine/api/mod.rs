@@ -8,6 +8,7 @@
 //! operation, so without the charge a loop over a large list would run unmetered.
 
 mod builtins;
+mod compare;
 mod data;
 mod dosage;
 mod emit;
@@ -30,6 +31,7 @@ use super::run_state::charge;
 
 pub(crate) fn register(engine: &mut Engine, terminology: Arc<Terminology>) {
     builtins::register(engine);
+    compare::register(engine);
     terminology::register(engine, terminology);
     data::register(engine);
     dosage::register(engine);
