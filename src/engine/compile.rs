@@ -69,7 +69,7 @@ impl fmt::Display for CompileError {
 
 impl std::error::Error for CompileError {}
 
-fn declared_scope() -> Scope<'static> {
+pub(crate) fn declared_scope() -> Scope<'static> {
     let mut scope = Scope::new();
     // Plain variables, not constants: constants would be folded into the AST by the optimiser.
     for name in RULE_VARIABLES {

@@ -4,12 +4,14 @@
 
 mod api;
 mod backstop;
+mod check;
 mod compile;
 mod outcome;
 mod run;
 mod run_state;
 mod sandbox;
 
+pub use check::{ApiType, ScriptChecker};
 pub use compile::{CompileError, CompiledRule, RuleSource};
 
 pub use outcome::{ConditionCheck, RuleError, RuleErrorKind, RuleMode, RuleOutcome, Verdict};

@@ -113,18 +113,20 @@ fn read(path: &Path, errors: &mut Vec<CompileError>) -> Option<String> {
     }
 }
 
-fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, CompileError> {
-    let manifest: Manifest = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
-        CompileError {
+/// The manifest and every problem in it. The manifest comes back even with problems (their
+/// entries left out) so the rest of the service can still be checked; the service is not loaded.
+fn parse_manifest(path: &Path, text: &str) -> (Option<Manifest>, Vec<CompileError>) {
+    let (manifest, problems) = super::lenient::parse(text);
+    let errors = problems
+        .into_iter()
+        .map(|(place, message)| CompileError {
             path: path.to_path_buf(),
-            line,
-            column,
-            message: e.message().to_owned(),
-        }
-    })?;
-    manifest.validate().map_err(|m| error(path, m))?;
-    Ok(manifest)
+            line: place.map(|p| p.0),
+            column: place.map(|p| p.1),
+            message,
+        })
+        .collect();
+    (manifest, errors)
 }
 
 /// JSON data files already read, by path: packs share tables between services.
@@ -225,14 +227,10 @@ fn load_service(
 ) -> Option<CdsService> {
     let dir = manifest_path.parent()?.to_path_buf();
     let text = read(manifest_path, errors)?;
-    let manifest = match parse_manifest(manifest_path, &text) {
-        Ok(m) => m,
-        Err(e) => {
-            errors.push(e);
-            return None;
-        }
-    };
     let before = errors.len();
+    let (manifest, problems) = parse_manifest(manifest_path, &text);
+    errors.extend(problems);
+    let manifest = manifest?;
     let data = load_data(&dir, manifest_path, &manifest.data, data_cache, errors);
     let mut value_sets = Vec::new();
     let prefetch = match PrefetchPlan::compile(
