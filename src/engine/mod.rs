@@ -4,8 +4,10 @@
 
 mod api;
 mod backstop;
+pub(crate) mod chain;
 mod check;
 mod compile;
+mod messages;
 mod outcome;
 mod run;
 mod run_state;

@@ -255,12 +255,14 @@ fn load_service(
     // Library files are concatenated in order, so later ones may use earlier ones' functions.
     let mut library_source = String::new();
     let mut library_path = manifest_path.to_path_buf();
+    let mut library_files = Vec::new();
     for include in &manifest.include {
         let path = dir.join(include);
         if let Some(text) = read(&path, errors) {
             value_sets.extend(check_value_sets(engine, &path, &text, errors));
             match engine.compile_library(&path, &text) {
                 Ok(_) => {
+                    library_files.push((path.clone(), library_source.matches('\n').count() + 1));
                     library_source.push_str(&text);
                     library_source.push('\n');
                     library_path = path;
@@ -326,6 +328,7 @@ fn load_service(
             path,
             source,
             library: library.clone(),
+            library_files: library_files.clone(),
         };
         match engine.compile(&rule) {
             Ok(compiled) => rules.push(compiled),
@@ -339,6 +342,7 @@ fn load_service(
         &manifest,
         &rules,
         library.as_ref(),
+        &library_files,
         &mut value_sets,
         errors,
     );
@@ -368,6 +372,7 @@ fn load_candidates(
     manifest: &Manifest,
     rules: &[crate::engine::CompiledRule],
     library: Option<&Arc<rhai::AST>>,
+    library_files: &[(PathBuf, usize)],
     value_sets: &mut Vec<String>,
     errors: &mut Vec<CompileError>,
 ) -> Vec<crate::engine::CompiledRule> {
@@ -426,6 +431,7 @@ fn load_candidates(
             path,
             source,
             library: library.cloned(),
+            library_files: library_files.to_vec(),
         };
         match engine.compile(&rule) {
             Ok(rule) => compiled.push(rule),
@@ -458,6 +464,26 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
             }
             seen.insert(service.id().to_owned(), path);
             services.push(service);
+        }
+    }
+    // Reports name files relative to the rules directory, never with the server's own paths.
+    let relative = |path: &Path| {
+        path.strip_prefix(dir)
+            .ok()
+            .or_else(|| path.file_name().map(Path::new))
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    for service in &mut services {
+        for rule in service.rules.iter_mut().chain(service.candidates.iter_mut()) {
+            rule.file = relative(&rule.path);
+            let files: Vec<(String, usize)> = rule
+                .library_files
+                .iter()
+                .map(|(f, line)| (relative(Path::new(f)), *line))
+                .collect();
+            rule.library_files = files;
         }
     }
     if errors.is_empty() {
