@@ -77,4 +77,3 @@ pub(crate) fn variable_name(e: &Expr) -> Option<&str> {
         _ => None,
     }
 }
-

@@ -50,9 +50,9 @@ fn property_read(ast: &AST, pos: Position) -> Option<(String, String)> {
         if *p != pos {
             return true;
         }
-        let outer = path.iter().position(|node| {
-            matches!(node, ASTNode::Expr(Expr::Dot(..) | Expr::Index(..)))
-        });
+        let outer = path
+            .iter()
+            .position(|node| matches!(node, ASTNode::Expr(Expr::Dot(..) | Expr::Index(..))));
         let Some(ASTNode::Expr(top)) = outer.and_then(|i| path.get(i)) else {
             return true;
         };
@@ -164,7 +164,9 @@ pub(crate) fn explain(engine: &Engine, ast: &AST, err: &EvalAltResult) -> Option
         EvalAltResult::ErrorFunctionNotFound(signature, _) => {
             let (name, args) = signature
                 .split_once(" (")
-                .map_or((signature.as_str(), ""), |(n, a)| (n, a.trim_end_matches(')')));
+                .map_or((signature.as_str(), ""), |(n, a)| {
+                    (n, a.trim_end_matches(')'))
+                });
             let names = names_of(engine);
             let script: Vec<String> = ast.iter_fn_def().map(|f| f.name.to_string()).collect();
             let exists = names.iter().chain(script.iter()).any(|n| n == name);
@@ -176,7 +178,8 @@ pub(crate) fn explain(engine: &Engine, ast: &AST, err: &EvalAltResult) -> Option
                     if absent {
                         "one side is absent (`()`): the patient has no such value; guard it with require(\"...\", value) or test `!= ()` first".to_owned()
                     } else {
-                        "convert one side first (`to_int()`, `to_float()`, `to_string()`)".to_owned()
+                        "convert one side first (`to_int()`, `to_float()`, `to_string()`)"
+                            .to_owned()
                     },
                 )
             } else if !exists {

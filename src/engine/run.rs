@@ -281,7 +281,12 @@ fn located(kind: RuleErrorKind, message: String, pos: Position) -> Verdict {
 
 /// Where an error happened: in a library function, its library file and the line there; otherwise
 /// the rule's own file (filled in by `run`).
-fn placed(rule: &CompiledRule, kind: RuleErrorKind, message: String, err: &EvalAltResult) -> Verdict {
+fn placed(
+    rule: &CompiledRule,
+    kind: RuleErrorKind,
+    message: String,
+    err: &EvalAltResult,
+) -> Verdict {
     let (inner, function) = messages::innermost(err);
     let pos = inner.position();
     let in_library = function

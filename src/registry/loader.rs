@@ -476,7 +476,11 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
             .replace('\\', "/")
     };
     for service in &mut services {
-        for rule in service.rules.iter_mut().chain(service.candidates.iter_mut()) {
+        for rule in service
+            .rules
+            .iter_mut()
+            .chain(service.candidates.iter_mut())
+        {
             rule.file = relative(&rule.path);
             let files: Vec<(String, usize)> = rule
                 .library_files
