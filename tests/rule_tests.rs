@@ -130,7 +130,7 @@ fn broken_rules_and_test_files_are_located_by_test_and_check() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{}{err}", stdout(&out));
     for expected in [
-        "tests/fixtures/rule-tests/broken/typo/typo.rhai:3:37: Expecting ',' to separate the arguments to function call 'require'",
+        "tests/fixtures/rule-tests/broken/typo/typo.rhai:3:37: error: Expecting ',' to separate the arguments to function call 'require'",
         "tests/fixtures/rule-tests/broken/typo/tests/misspelt-key.json:4:20: unknown field `card`",
         "tests/fixtures/rule-tests/broken/typo/tests/not-json.json:4:29: key must be a string",
         "3 error(s) in tests/fixtures/rule-tests/broken",
@@ -147,7 +147,7 @@ fn broken_rules_and_test_files_are_located_by_test_and_check() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("tests/fixtures/rule-tests/broken/typo/typo.rhai:3:37: Expecting ','"),
+        err.contains("tests/fixtures/rule-tests/broken/typo/typo.rhai:3:37: error: Expecting ','"),
         "{err}"
     );
 }

@@ -32,31 +32,37 @@ pub(crate) fn parse(text: &str) -> (Option<Manifest>, Vec<Problem>) {
             Err(e) => e,
         };
         let message = explained(error.message());
-        let place = error.span().map(|s| {
-            let (line, column) = line_col(&current, s.start);
-            (line.saturating_sub(prepended).max(1), column, s.start)
-        });
-        if problems
-            .last()
-            .is_some_and(|(p, m)| *m == message && *p == place.map(|(l, c, _)| (l, c)))
-        {
+        let missing = missing_field(error.message());
+        let Ok(document) = ImDocument::parse(current.clone()) else {
+            // Not TOML: the syntax error is all there is to say.
+            let place = error.span().map(|s| line_col(&current, s.start));
+            problems.push((place, message));
+            return (None, problems);
+        };
+        let found = error
+            .span()
+            .and_then(|s| Some((s.start, extent(document.as_table(), s.start)?)));
+        // A missing key of the whole file has no place: serde points at the file's start.
+        let place = match (&found, missing) {
+            (Some((_, (_, false))), Some(_)) => None,
+            _ => error.span().map(|s| {
+                let (line, column) = line_col(&current, s.start);
+                (line.saturating_sub(prepended).max(1), column)
+            }),
+        };
+        if problems.contains(&(place, message.clone())) {
             // No progress: report what we have.
             break;
         }
-        problems.push((place.map(|(l, c, _)| (l, c)), message));
-        let Ok(document) = ImDocument::parse(current.clone()) else {
-            // Not TOML: the syntax error is all there is to say.
-            return (None, problems);
-        };
-        if let Some((_, _, offset)) = place
-            && let Some(extent) = extent(document.as_table(), offset)
-        {
-            current = commented_out(&current, extent);
-        } else if let Some(field) = missing_field(error.message()) {
-            current = format!("{field} = \"-\"\n{current}");
-            prepended += 1;
-        } else {
-            break;
+        problems.push((place, message));
+        match (found, missing) {
+            // A key missing from the file: give it a placeholder and read on.
+            (None | Some((_, (_, false))), Some(field)) => {
+                current = format!("{field} = \"-\"\n{current}");
+                prepended += 1;
+            }
+            (Some((_, (range, _))), _) => current = commented_out(&current, range),
+            (None, None) => break,
         }
     }
     (None, problems)
@@ -90,8 +96,9 @@ fn contains(range: &Option<Range<usize>>, offset: usize) -> bool {
         .is_some_and(|r| r.start <= offset && offset < r.end.max(r.start + 1))
 }
 
-/// The byte extent of the innermost entry (key and value, or a whole table) at `offset`.
-fn extent(table: &Table, offset: usize) -> Option<Range<usize>> {
+/// The byte extent of the innermost entry (key and value, or a whole table) at `offset`, and
+/// whether it is a table.
+fn extent(table: &Table, offset: usize) -> Option<(Range<usize>, bool)> {
     for (name, item) in table.iter() {
         let key = table.key(name).and_then(|k| k.span());
         match item {
@@ -100,7 +107,7 @@ fn extent(table: &Table, offset: usize) -> Option<Range<usize>> {
                     return Some(inner);
                 }
                 if contains(&t.span(), offset) || contains(&key, offset) {
-                    return whole_table(t);
+                    return whole_table(t).map(|r| (r, true));
                 }
             }
             Item::ArrayOfTables(tables) => {
@@ -109,7 +116,7 @@ fn extent(table: &Table, offset: usize) -> Option<Range<usize>> {
                         return Some(inner);
                     }
                     if contains(&t.span(), offset) {
-                        return whole_table(t);
+                        return whole_table(t).map(|r| (r, true));
                     }
                 }
             }
@@ -125,7 +132,7 @@ fn extent(table: &Table, offset: usize) -> Option<Range<usize>> {
                     {
                         return Some(inner);
                     }
-                    return Some(start..end);
+                    return Some((start..end, false));
                 }
             }
             Item::None => {}
