@@ -91,7 +91,7 @@ fn test_fails_with_a_diff_and_the_condition_that_stopped_each_rule() {
         "- status: expected 200, got 412 (required FHIR data could not be obtained: prefetch observations not provided",
         // rule errors, located
         "- rule errors: expected 0, got 1",
-        "rule name-check (runtime) at 4:20",
+        "rule name-check (runtime) at bp-check/name-check.rhai:4:20",
         "rule name-check: ERROR (runtime) at bp-check/name-check.rhai:4:20",
         // facts
         "- fact missing: \"Systolic BP\" = \"160\"",
@@ -130,7 +130,7 @@ fn broken_rules_and_test_files_are_located_by_test_and_check() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{}{err}", stdout(&out));
     for expected in [
-        "tests/fixtures/rule-tests/broken/typo/typo.rhai:3:37: error: Expecting ',' to separate the arguments to function call 'require'",
+        "tests/fixtures/rule-tests/broken/typo/typo.rhai:3:37: Expecting ',' to separate the arguments to function call 'require'",
         "tests/fixtures/rule-tests/broken/typo/tests/misspelt-key.json:4:20: unknown field `card`",
         "tests/fixtures/rule-tests/broken/typo/tests/not-json.json:4:29: key must be a string",
         "3 error(s) in tests/fixtures/rule-tests/broken",

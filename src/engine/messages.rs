@@ -36,20 +36,26 @@ fn chain_text(root: &Expr, links: &[(Link<'_>, bool)], steps: usize) -> String {
     out
 }
 
-/// The value read as absent and the whole read, for a property read at `pos`: (`k`, `k.value`).
-fn property_read(ast: &AST, pos: Position) -> Option<(String, String)> {
+/// The value read as absent and the whole read, for a property read or an index at `pos`:
+/// (`k`, `k.value`), (`p.name`, `p.name[...]`).
+fn absent_read(ast: &AST, pos: Position) -> Option<(String, String)> {
     let mut found = None;
     ast.walk(&mut |path: &[ASTNode]| {
         if found.is_some() {
             return false;
         }
-        // The outermost chain node above this one.
-        let Some(ASTNode::Expr(Expr::Property(_, p) | Expr::Dot(_, _, p))) = path.last() else {
-            return true;
+        // The step that failed: a property (or the dot before it), or an index of a property.
+        let (indexed, property) = match path.last() {
+            Some(ASTNode::Expr(Expr::Property(_, p) | Expr::Dot(_, _, p))) if *p == pos => {
+                (false, Some(pos))
+            }
+            Some(ASTNode::Expr(Expr::Index(x, _, p))) if *p == pos => match &x.lhs {
+                Expr::Property(_, at) => (true, Some(*at)),
+                _ => (true, None),
+            },
+            _ => return true,
         };
-        if *p != pos {
-            return true;
-        }
+        // The outermost chain node above this one.
         let outer = path
             .iter()
             .position(|node| matches!(node, ASTNode::Expr(Expr::Dot(..) | Expr::Index(..))));
@@ -59,18 +65,27 @@ fn property_read(ast: &AST, pos: Position) -> Option<(String, String)> {
         let Some((root, links)) = flatten(top) else {
             return true;
         };
-        // The step that failed: the property at `pos`, or the first after a dot at `pos`.
-        let step = links
-            .iter()
-            .position(|(l, _)| matches!(l, Link::Prop(_, p) if *p == pos))
-            .or_else(|| links.iter().position(|(l, _)| matches!(l, Link::Prop(..))));
-        if let Some(step) = step {
-            found = Some((
+        let step = match property {
+            Some(at) => links
+                .iter()
+                .position(|(l, _)| matches!(l, Link::Prop(_, p) if *p == at))
+                .or_else(|| links.iter().position(|(l, _)| matches!(l, Link::Prop(..)))),
+            // The chain's root itself is indexed.
+            None => None,
+        };
+        found = match (step, indexed) {
+            (Some(step), false) => Some((
                 chain_text(root, &links, step),
                 chain_text(root, &links, step + 1),
-            ));
-        }
-        false
+            )),
+            (Some(step), true) => Some((
+                chain_text(root, &links, step + 1),
+                chain_text(root, &links, step + 2),
+            )),
+            (None, true) => Some((chain_text(root, &links, 0), chain_text(root, &links, 1))),
+            (None, false) => None,
+        };
+        found.is_none()
     });
     found
 }
@@ -139,7 +154,7 @@ pub(crate) fn explain(engine: &Engine, ast: &AST, err: &EvalAltResult) -> Option
                 .strip_prefix(" - a getter is not registered for type '")?
                 .trim_end_matches('\'');
             if ty == "()" {
-                let (absent, read) = property_read(ast, *pos)
+                let (absent, read) = absent_read(ast, *pos)
                     .unwrap_or_else(|| ("the value".to_owned(), format!("`.{prop}`")));
                 (
                     format!(
@@ -221,10 +236,21 @@ pub(crate) fn explain(engine: &Engine, ast: &AST, err: &EvalAltResult) -> Option
                 "check `list.len()` first".to_owned()
             },
         ),
-        EvalAltResult::ErrorIndexingType(ty, _) if ty.contains("()") => (
-            "an absent value (`()`) cannot be indexed".to_owned(),
-            "the patient has no such value; guard it with require(\"...\", value) first".to_owned(),
-        ),
+        EvalAltResult::ErrorIndexingType(ty, pos) if ty.contains("()") => {
+            match absent_read(ast, *pos) {
+                Some((absent, read)) => (
+                    format!(
+                        "`{absent}` is absent (`()`): the patient has no such value, so `{read}` cannot be read"
+                    ),
+                    absent_hint(ast, &absent),
+                ),
+                None => (
+                    "an absent value (`()`) cannot be indexed".to_owned(),
+                    "the patient has no such value; guard it with require(\"...\", value) first"
+                        .to_owned(),
+                ),
+            }
+        }
         _ => return None,
     };
     let within = function
