@@ -110,7 +110,9 @@ fn rules_dir_comes_from_the_config_file_and_env_wins() {
     // The sandbox rules load, but fail on purpose: `check` finds the two it can see statically.
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("c-runtime-error.rhai:3:1: error: function `no_such_function` is not defined"),
+        text(&out.stderr).contains(
+            "c-runtime-error.rhai:3:1: error: function `no_such_function` is not defined"
+        ),
         "{}",
         text(&out.stderr)
     );

@@ -42,7 +42,7 @@ fn json_report(dir: &str) -> (Value, Option<i32>) {
 }
 
 /// The finding of `check` at `line:column` of the rule.
-fn finding<'a>(report: &'a Value, line: u64, column: u64) -> &'a Value {
+fn finding(report: &Value, line: u64, column: u64) -> &Value {
     report["findings"]
         .as_array()
         .unwrap()
@@ -232,6 +232,46 @@ async fn the_corrected_rule_fires_on_a_high_potassium() {
     assert!(
         response["extension"]["org.cardinalcds.diagnostics"].is_null(),
         "{response:#}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_error_in_a_library_function_names_the_library_file_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = dir.path().join("hyperkalemia");
+    std::fs::create_dir_all(&service).unwrap();
+    std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+    std::fs::write(
+        service.join("service.toml"),
+        "id = \"hyperkalemia-acei-arb\"\nhook = \"order-sign\"\ndescription = \"d\"\nversion = \"1\"\ninclude = [\"../lib/common.rhai\", \"../lib/potassium.rhai\"]\n\n[prefetch]\npatient = \"Patient/{{context.patientId}}\"\npotassium = \"Observation?patient={{context.patientId}}&code=http://loinc.org|2823-3\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("lib/common.rhai"),
+        "// Shared helpers.\nfn mmol(x) { x }\n",
+    )
+    .unwrap();
+    // LOINC 2823-3: Potassium [Moles/volume] in Serum or Plasma.
+    std::fs::write(
+        dir.path().join("lib/potassium.rhai"),
+        "// Potassium helpers.\n\nfn is_high(result) {\n    result.value > 5.5\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        service.join("rule.rhai"),
+        "if is_high(patient.latest_observation(\"2823-3\")) {\n    card(#{ summary: \"High potassium\", indicator: \"warning\" });\n}\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with_rules(dir.path()).await;
+    let response = call(&server, "lisinopril-no-potassium").await;
+    let diagnostic = &response["extension"]["org.cardinalcds.diagnostics"][0];
+    assert_eq!(diagnostic["file"], "lib/potassium.rhai", "{response:#}");
+    assert_eq!(diagnostic["line"], 4, "{response:#}");
+    let message = diagnostic["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("in function `is_high`: `result` is absent (`()`)"),
+        "{message}"
     );
     server.stop().await;
 }

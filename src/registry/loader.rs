@@ -441,6 +441,22 @@ fn load_candidates(
     compiled
 }
 
+/// `path` with `.` and `..` resolved in the text (`rules/a/../lib/x.rhai` is `rules/lib/x.rhai`),
+/// without touching the file system.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Loads every service below `dir`. Fails with every error found when any file is broken.
 pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
     let mut errors = Vec::new();
@@ -467,11 +483,13 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
         }
     }
     // Reports name files relative to the rules directory, never with the server's own paths.
+    let root = lexical(dir);
     let relative = |path: &Path| {
-        path.strip_prefix(dir)
+        let path = lexical(path);
+        path.strip_prefix(&root)
             .ok()
             .or_else(|| path.file_name().map(Path::new))
-            .unwrap_or(path)
+            .unwrap_or(&path)
             .to_string_lossy()
             .replace('\\', "/")
     };
