@@ -14,7 +14,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{TestServer, project_path, request_fixture};
+use common::{TestServer, project_path};
 use serde_json::Value;
 
 const MISTAKES: &str = "tests/fixtures/rules-hyperkalemia-mistakes";
@@ -175,10 +175,17 @@ fn a_manifest_with_two_problems_reports_both() {
     assert!(stderr.contains("2 error(s)"), "{stderr}");
 }
 
-async fn call(server: &TestServer, request: &str) -> Value {
+/// An order-sign request for lisinopril (RxNorm 314076 "lisinopril 10 MG Oral Tablet", ingredient
+/// 29046), from `tests/fixtures/hyperkalemia-requests/` (the shipped services do not answer them).
+fn request(name: &str) -> Value {
+    let path = project_path(&format!("tests/fixtures/hyperkalemia-requests/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+async fn call(server: &TestServer, name: &str) -> Value {
     reqwest::Client::new()
         .post(server.url("/cds-services/hyperkalemia-acei-arb"))
-        .json(&request_fixture(request))
+        .json(&request(name))
         .send()
         .await
         .unwrap()
