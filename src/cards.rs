@@ -340,6 +340,7 @@ pub fn response(
                             limits.max_cards,
                             limits.max_bytes
                         ),
+                        file: None,
                         line: None,
                         column: None,
                     });
@@ -362,6 +363,7 @@ pub fn response(
                 rule_id: outcome.rule_id.clone(),
                 kind: err.kind.as_str().to_owned(),
                 message: err.message.clone(),
+                file: err.file.clone(),
                 line: err.line,
                 column: err.column,
             }),

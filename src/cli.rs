@@ -16,7 +16,6 @@ use cardinal::cds_hooks::HookRequest;
 use cardinal::config::Config;
 use cardinal::evaluator::{CallOptions, Cardinal, parse_evaluation_time};
 use cardinal::explain::ExplainReport;
-use cardinal::rule_set::RuleSet;
 use cardinal::rule_tests::{self, report};
 use cardinal::telemetry;
 use cardinal::transport::{Server, TlsReloader};
@@ -51,11 +50,22 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
-    /// Validate every manifest and compile every rule; report each error as file:line:column, then
-    /// warnings about card text (escape sequences in backtick strings, HTML) and duplicate services.
+    /// Validate every manifest and compile every rule, then check every rule file: functions no
+    /// one defines, FHIR elements R4 does not have, card literals, values that may be absent read
+    /// without a guard, card text, duplicate services. Every problem is reported at once as
+    /// file:line:column: error|warning: message, with a hint.
+    ///
+    /// Exit status: 0 when there is no error (warnings alone pass, unless --deny-warnings), 1 when
+    /// there is.
     Check {
         /// Rules directory (default: the configured one).
         dir: Option<PathBuf>,
+        /// `text` (file:line:column lines on stderr) or `json` (one report on stdout).
+        #[arg(long, value_enum, default_value = "text")]
+        format: CheckFormat,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Run the test cases in every `tests/` folder below the rules directory.
     ///
@@ -133,9 +143,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             serve(config, dev)
         }
-        Command::Check { dir } => Ok(check(
+        Command::Check {
+            dir,
+            format,
+            deny_warnings,
+        } => Ok(check(
             dir.unwrap_or_else(|| config.rules_dir.clone()),
             &config,
+            format,
+            deny_warnings,
         )),
         Command::Test {
             action: Some(action),
@@ -410,55 +426,31 @@ fn explain(
     ExitCode::SUCCESS
 }
 
-fn check(dir: PathBuf, config: &Config) -> ExitCode {
+/// How `cardinal check` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CheckFormat {
+    Text,
+    Json,
+}
+
+fn check(dir: PathBuf, config: &Config, format: CheckFormat, deny_warnings: bool) -> ExitCode {
     let config = Config {
-        rules_dir: dir.clone(),
+        rules_dir: dir,
         ..config.clone()
     };
-    match cardinal::evaluator::remote_terminology(&config)
-        .and_then(|remote| RuleSet::load(&config, remote))
-    {
-        Ok(rule_set) => {
-            let registry = rule_set.registry();
-            let candidates: usize = registry.services().map(|s| s.candidates.len()).sum();
-            println!(
-                "ok: {} services, {} rules{} in {} (rule set {})",
-                registry.len(),
-                registry.rule_count(),
-                if candidates > 0 {
-                    format!(", {candidates} candidates")
-                } else {
-                    String::new()
-                },
-                dir.display(),
-                rule_set.version()
-            );
-            if let Some(local) = rule_set.engine().terminology().local_source()
-                && local.report().files > 0
-            {
-                println!("terminology: {}", local.report());
-            }
-            let warnings = cardinal::lint::lint(&dir, registry);
-            for warning in &warnings {
-                eprintln!("{warning}");
-            }
-            if !warnings.is_empty() {
-                eprintln!("{} warning(s) in {}", warnings.len(), dir.display());
-            }
-            ExitCode::SUCCESS
+    let report = cardinal::lint::check(&config);
+    match format {
+        CheckFormat::Text => {
+            let (out, err) = report.text();
+            print!("{out}");
+            eprint!("{err}");
         }
-        Err(errors) => {
-            for error in &errors.0 {
-                eprintln!("{error}");
-            }
-            eprintln!(
-                "{} error(s) in {}{}",
-                errors.0.len(),
-                dir.display(),
-                affected(&errors)
-            );
-            ExitCode::FAILURE
-        }
+        CheckFormat::Json => println!("{}", report.json()),
+    }
+    if report.failed(deny_warnings) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -94,7 +94,7 @@ fn rules_dir_comes_from_the_environment() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("broken.rhai:3:14: Unexpected ';'"),
+        stderr.contains("broken.rhai:3:14: error: Unexpected ';'"),
         "{stderr}"
     );
     assert!(stderr.contains("3 error(s)"), "{stderr}");
@@ -107,7 +107,15 @@ fn rules_dir_comes_from_the_config_file_and_env_wins() {
     std::fs::write(&file, "rules_dir = \"tests/fixtures/rules-sandbox\"\n").expect("write");
     let path = file.to_string_lossy().into_owned();
     let out = cardinal(&["--config", &path, "check"], &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The sandbox rules load, but fail on purpose: `check` finds the two it can see statically.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "c-runtime-error.rhai:3:1: error: function `no_such_function` is not defined"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stdout).contains("1 services, 8 rules"),
         "{}",
@@ -181,7 +189,7 @@ fn a_value_set_no_source_knows_is_reported_where_the_rule_names_it() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(
-            "vs-check/check.rhai:2:66: value set `http://example.org/fhir/ValueSet/not-shipped` \
+            "vs-check/check.rhai:2:66: error: value set `http://example.org/fhir/ValueSet/not-shipped` \
              is not in any `valuesets/` folder"
         ),
         "{stderr}"

@@ -91,7 +91,7 @@ fn test_fails_with_a_diff_and_the_condition_that_stopped_each_rule() {
         "- status: expected 200, got 412 (required FHIR data could not be obtained: prefetch observations not provided",
         // rule errors, located
         "- rule errors: expected 0, got 1",
-        "rule name-check (runtime) at 4:20",
+        "rule name-check (runtime) at bp-check/name-check.rhai:4:20",
         "rule name-check: ERROR (runtime) at bp-check/name-check.rhai:4:20",
         // facts
         "- fact missing: \"Systolic BP\" = \"160\"",
@@ -147,7 +147,7 @@ fn broken_rules_and_test_files_are_located_by_test_and_check() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("tests/fixtures/rule-tests/broken/typo/typo.rhai:3:37: Expecting ','"),
+        err.contains("tests/fixtures/rule-tests/broken/typo/typo.rhai:3:37: error: Expecting ','"),
         "{err}"
     );
 }

@@ -12,6 +12,9 @@ pub struct Diagnostic {
     /// `runtime`, `timeout`, `limit`, `invalid-card`, `terminology`, ...
     pub kind: String,
     pub message: String,
+    /// The file `line` and `column` are in, relative to the rules directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

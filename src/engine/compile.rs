@@ -1,5 +1,6 @@
 //! Compiling rule files once, at start-up, with precise locations for every error.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,9 @@ pub struct RuleSource {
     pub path: PathBuf,
     pub source: String,
     pub library: Option<Arc<AST>>,
+    /// The library files concatenated into `library`, each with the line it starts at there, so an
+    /// error in a library function names its own file and line.
+    pub library_files: Vec<(PathBuf, usize)>,
 }
 
 /// A rule ready to run. Immutable; shared by every request.
@@ -31,6 +35,14 @@ pub struct CompiledRule {
     pub version: String,
     pub mode: RuleMode,
     pub path: PathBuf,
+    /// The file as reports name it: relative to the rules directory once loaded (set by the
+    /// registry), the path as given until then.
+    pub file: String,
+    /// Library files as reports name them, with the line each starts at in the library source.
+    pub library_files: Vec<(String, usize)>,
+    /// The functions (closures included) the library defines: an error inside one is in a library
+    /// file, not the rule's.
+    pub(crate) library_functions: Arc<BTreeSet<String>>,
     pub(crate) ast: Arc<AST>,
 }
 
@@ -69,7 +81,7 @@ impl fmt::Display for CompileError {
 
 impl std::error::Error for CompileError {}
 
-fn declared_scope() -> Scope<'static> {
+pub(crate) fn declared_scope() -> Scope<'static> {
     let mut scope = Scope::new();
     // Plain variables, not constants: constants would be folded into the AST by the optimiser.
     for name in RULE_VARIABLES {
@@ -115,11 +127,23 @@ pub(crate) fn compile(
             .compile_with_scope(&scope, &source.source)
             .map_err(|e| vec![parse_error(&source.path, &e)])?,
     };
+    let library_functions = source
+        .library
+        .as_ref()
+        .map(|l| l.iter_fn_def().map(|f| f.name.to_string()).collect())
+        .unwrap_or_default();
     Ok(CompiledRule {
         id: source.id.clone(),
         version: source.version.clone(),
         mode: source.mode,
         path: source.path.clone(),
+        file: source.path.to_string_lossy().replace('\\', "/"),
+        library_files: source
+            .library_files
+            .iter()
+            .map(|(p, line)| (p.to_string_lossy().replace('\\', "/"), *line))
+            .collect(),
+        library_functions: Arc::new(library_functions),
         ast: Arc::new(ast),
     })
 }

@@ -4,12 +4,16 @@
 
 mod api;
 mod backstop;
+pub(crate) mod chain;
+mod check;
 mod compile;
+mod messages;
 mod outcome;
 mod run;
 mod run_state;
 mod sandbox;
 
+pub use check::{ApiType, ScriptChecker};
 pub use compile::{CompileError, CompiledRule, RuleSource};
 
 pub use outcome::{

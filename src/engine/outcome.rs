@@ -76,6 +76,9 @@ impl RuleErrorKind {
 pub struct RuleError {
     pub kind: RuleErrorKind,
     pub message: String,
+    /// The file the line and column are in, relative to the rules directory: the rule's, or the
+    /// library file of the function that failed.
+    pub file: Option<String>,
     pub line: Option<u32>,
     pub column: Option<u32>,
 }

@@ -13,6 +13,7 @@ use crate::patient::PatientContext;
 
 use super::api::{HookContext, Record};
 use super::compile::CompiledRule;
+use super::messages;
 use super::outcome::{RuleError, RuleErrorKind, RuleOutcome, Verdict};
 use super::run_state::{self, Allowance, NOT_MET_TOKEN, RunState, Stop};
 use super::sandbox::SandboxLimits;
@@ -144,7 +145,15 @@ fn run(
             };
             stopped(stop, allowance.limit, pos)
         }
-        (result, None) => classified(result, &state),
+        (result, None) => classified(engine, rule, result, &state),
+    };
+    // Every located error names its file (the rule's, unless a library function placed it).
+    let verdict = match verdict {
+        Verdict::Error(mut e) if e.file.is_none() && e.line.is_some() => {
+            e.file = Some(rule.file.clone());
+            Verdict::Error(e)
+        }
+        verdict => verdict,
     };
     // A rule stopped by an error or an unmet `require` returns no cards (nor system actions), even
     // ones emitted before.
@@ -171,11 +180,16 @@ fn run(
 type Evaluated = std::thread::Result<Result<Dynamic, Box<EvalAltResult>>>;
 
 /// How a run the meter did not stop ended.
-fn classified(result: Evaluated, state: &RunState) -> Verdict {
+fn classified(
+    engine: &Engine,
+    rule: &CompiledRule,
+    result: Evaluated,
+    state: &RunState,
+) -> Verdict {
     match result {
         Ok(Ok(_)) if state.cards.is_empty() && state.system_actions.is_empty() => Verdict::NotFired,
         Ok(Ok(_)) => Verdict::Fired,
-        Ok(Err(err)) => match classify(*err) {
+        Ok(Err(err)) => match classify(engine, rule, *err) {
             Verdict::Error(mut e) if state.terminology_failed => {
                 e.kind = RuleErrorKind::Terminology;
                 Verdict::Error(e)
@@ -185,6 +199,7 @@ fn classified(result: Evaluated, state: &RunState) -> Verdict {
         Err(_) => Verdict::Error(RuleError {
             kind: RuleErrorKind::Runtime,
             message: "internal error while running the rule".into(),
+            file: None,
             line: None,
             column: None,
         }),
@@ -240,6 +255,7 @@ pub(crate) fn not_run(rule: &CompiledRule, why: NotRun) -> RuleOutcome {
         verdict: Verdict::Error(RuleError {
             kind,
             message: message.into(),
+            file: None,
             line: None,
             column: None,
         }),
@@ -257,13 +273,46 @@ fn located(kind: RuleErrorKind, message: String, pos: Position) -> Verdict {
     Verdict::Error(RuleError {
         kind,
         message,
+        file: None,
         line: pos.line().map(|l| l as u32),
         column: pos.position().map(|c| c as u32),
     })
 }
 
-fn classify(err: EvalAltResult) -> Verdict {
-    let pos = err.position();
+/// Where an error happened: in a library function, its library file and the line there; otherwise
+/// the rule's own file (filled in by `run`).
+fn placed(
+    rule: &CompiledRule,
+    kind: RuleErrorKind,
+    message: String,
+    err: &EvalAltResult,
+) -> Verdict {
+    let (inner, function) = messages::innermost(err);
+    let pos = inner.position();
+    let in_library = function
+        .as_deref()
+        .is_some_and(|f| rule.library_functions.contains(f));
+    let line = pos.line();
+    let library_file = line.filter(|_| in_library).and_then(|line| {
+        rule.library_files
+            .iter()
+            .rev()
+            .find(|(_, start)| *start <= line)
+            .map(|(file, start)| (file.clone(), line - start + 1))
+    });
+    match library_file {
+        Some((file, line)) => Verdict::Error(RuleError {
+            kind,
+            message,
+            file: Some(file),
+            line: u32::try_from(line).ok(),
+            column: pos.position().map(|c| c as u32),
+        }),
+        None => located(kind, message, pos),
+    }
+}
+
+fn classify(engine: &Engine, rule: &CompiledRule, err: EvalAltResult) -> Verdict {
     match err {
         // The meter's own stops never reach here (see `run`): only `require`.
         EvalAltResult::ErrorTerminated(token, pos) => {
@@ -290,17 +339,22 @@ fn classify(err: EvalAltResult) -> Verdict {
             pos,
         ),
         // Unwrap so a limit hit inside a rule's function reports as that limit.
-        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) if is_system(&inner) => classify(*inner),
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) if is_system(&inner) => {
+            classify(engine, rule, *inner)
+        }
         EvalAltResult::ErrorRuntime(value, pos) => {
             located(RuleErrorKind::Runtime, value.to_string(), pos)
         }
         other => {
+            if let Some(explained) = messages::explain(engine, &rule.ast, &other) {
+                return placed(rule, RuleErrorKind::Runtime, explained.message, &other);
+            }
             let mut message = strip_position(&other.to_string());
             if message.contains("Data race detected") {
                 // Rhai's wording does not say what the rule author should change.
                 message.push_str(DATA_RACE_HINT);
             }
-            located(RuleErrorKind::Runtime, message, pos)
+            placed(rule, RuleErrorKind::Runtime, message, &other)
         }
     }
 }

@@ -113,18 +113,20 @@ fn read(path: &Path, errors: &mut Vec<CompileError>) -> Option<String> {
     }
 }
 
-fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, CompileError> {
-    let manifest: Manifest = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
-        CompileError {
+/// The manifest and every problem in it. The manifest comes back even with problems (their
+/// entries left out) so the rest of the service can still be checked; the service is not loaded.
+fn parse_manifest(path: &Path, text: &str) -> (Option<Manifest>, Vec<CompileError>) {
+    let (manifest, problems) = super::lenient::parse(text);
+    let errors = problems
+        .into_iter()
+        .map(|(place, message)| CompileError {
             path: path.to_path_buf(),
-            line,
-            column,
-            message: e.message().to_owned(),
-        }
-    })?;
-    manifest.validate().map_err(|m| error(path, m))?;
-    Ok(manifest)
+            line: place.map(|p| p.0),
+            column: place.map(|p| p.1),
+            message,
+        })
+        .collect();
+    (manifest, errors)
 }
 
 /// JSON data files already read, by path: packs share tables between services.
@@ -225,14 +227,10 @@ fn load_service(
 ) -> Option<CdsService> {
     let dir = manifest_path.parent()?.to_path_buf();
     let text = read(manifest_path, errors)?;
-    let manifest = match parse_manifest(manifest_path, &text) {
-        Ok(m) => m,
-        Err(e) => {
-            errors.push(e);
-            return None;
-        }
-    };
     let before = errors.len();
+    let (manifest, problems) = parse_manifest(manifest_path, &text);
+    errors.extend(problems);
+    let manifest = manifest?;
     let data = load_data(&dir, manifest_path, &manifest.data, data_cache, errors);
     let mut value_sets = Vec::new();
     let prefetch = match PrefetchPlan::compile(
@@ -257,12 +255,14 @@ fn load_service(
     // Library files are concatenated in order, so later ones may use earlier ones' functions.
     let mut library_source = String::new();
     let mut library_path = manifest_path.to_path_buf();
+    let mut library_files = Vec::new();
     for include in &manifest.include {
         let path = dir.join(include);
         if let Some(text) = read(&path, errors) {
             value_sets.extend(check_value_sets(engine, &path, &text, errors));
             match engine.compile_library(&path, &text) {
                 Ok(_) => {
+                    library_files.push((path.clone(), library_source.matches('\n').count() + 1));
                     library_source.push_str(&text);
                     library_source.push('\n');
                     library_path = path;
@@ -328,6 +328,7 @@ fn load_service(
             path,
             source,
             library: library.clone(),
+            library_files: library_files.clone(),
         };
         match engine.compile(&rule) {
             Ok(compiled) => rules.push(compiled),
@@ -341,6 +342,7 @@ fn load_service(
         &manifest,
         &rules,
         library.as_ref(),
+        &library_files,
         &mut value_sets,
         errors,
     );
@@ -370,6 +372,7 @@ fn load_candidates(
     manifest: &Manifest,
     rules: &[crate::engine::CompiledRule],
     library: Option<&Arc<rhai::AST>>,
+    library_files: &[(PathBuf, usize)],
     value_sets: &mut Vec<String>,
     errors: &mut Vec<CompileError>,
 ) -> Vec<crate::engine::CompiledRule> {
@@ -428,6 +431,7 @@ fn load_candidates(
             path,
             source,
             library: library.cloned(),
+            library_files: library_files.to_vec(),
         };
         match engine.compile(&rule) {
             Ok(rule) => compiled.push(rule),
@@ -435,6 +439,22 @@ fn load_candidates(
         }
     }
     compiled
+}
+
+/// `path` with `.` and `..` resolved in the text (`rules/a/../lib/x.rhai` is `rules/lib/x.rhai`),
+/// without touching the file system.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Loads every service below `dir`. Fails with every error found when any file is broken.
@@ -460,6 +480,32 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
             }
             seen.insert(service.id().to_owned(), path);
             services.push(service);
+        }
+    }
+    // Reports name files relative to the rules directory, never with the server's own paths.
+    let root = lexical(dir);
+    let relative = |path: &Path| {
+        let path = lexical(path);
+        path.strip_prefix(&root)
+            .ok()
+            .or_else(|| path.file_name().map(Path::new))
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    for service in &mut services {
+        for rule in service
+            .rules
+            .iter_mut()
+            .chain(service.candidates.iter_mut())
+        {
+            rule.file = relative(&rule.path);
+            let files: Vec<(String, usize)> = rule
+                .library_files
+                .iter()
+                .map(|(f, line)| (relative(Path::new(f)), *line))
+                .collect();
+            rule.library_files = files;
         }
     }
     if errors.is_empty() {

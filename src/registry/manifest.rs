@@ -108,35 +108,42 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Checks what serde cannot: id syntax, non-empty fields.
+    /// Checks what serde cannot: id syntax, non-empty fields. The first problem.
     pub fn validate(&self) -> Result<(), String> {
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem serde cannot see: id syntax, non-empty fields.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         let id_ok = !self.id.is_empty()
             && self
                 .id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !id_ok {
-            return Err(format!(
+            problems.push(format!(
                 "service id `{}` must be non-empty and use only letters, digits, `-`, `_` and `.`",
                 self.id
             ));
         }
-        if self.hook.trim().is_empty() {
-            return Err("`hook` must not be empty".into());
+        for (field, value) in [
+            ("hook", &self.hook),
+            ("description", &self.description),
+            ("version", &self.version),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("`{field}` must not be empty"));
+            }
         }
-        if self.description.trim().is_empty() {
-            return Err("`description` must not be empty".into());
+        for (id, candidate) in &self.candidates {
+            if candidate.version.trim().is_empty() {
+                problems.push(format!("`[candidates.{id}] version` must not be empty"));
+            }
         }
-        if self.version.trim().is_empty() {
-            return Err("`version` must not be empty".into());
-        }
-        if let Some((id, _)) = self
-            .candidates
-            .iter()
-            .find(|(_, c)| c.version.trim().is_empty())
-        {
-            return Err(format!("`[candidates.{id}] version` must not be empty"));
-        }
-        Ok(())
+        problems
     }
 }

@@ -3,10 +3,11 @@
 //! them in `candidates/`. A [`Registry`] is one load of a rules directory; it is immutable, and a
 //! reload builds a new one (see `rule_set`).
 
+mod lenient;
 mod loader;
 mod manifest;
 
-pub use loader::{CANDIDATES_DIR, LoadErrors, load};
+pub use loader::{CANDIDATES_DIR, LoadErrors, MANIFEST_FILE, load};
 pub(crate) use loader::{is_hidden, line_col};
 pub use manifest::{CandidateSpec, EvidenceLink, Manifest, Mode, RuleOverride, SourceSpec};
 

@@ -304,9 +304,14 @@ impl fmt::Display for Mismatch {
             Self::RuleErrors { expected, actual } => {
                 write!(f, "rule errors: expected {expected}, got {}", actual.len())?;
                 for d in actual {
+                    let file = d
+                        .file
+                        .as_deref()
+                        .map(|f| format!("{f}:"))
+                        .unwrap_or_default();
                     let at = match (d.line, d.column) {
-                        (Some(l), Some(c)) => format!(" at {l}:{c}"),
-                        (Some(l), None) => format!(" at line {l}"),
+                        (Some(l), Some(c)) => format!(" at {file}{l}:{c}"),
+                        (Some(l), None) => format!(" at {file}{l}"),
                         _ => String::new(),
                     };
                     write!(

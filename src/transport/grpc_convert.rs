@@ -220,6 +220,7 @@ pub fn hook_response(r: &HookResponse) -> proto::CallHookResponse {
                 message: d.message.clone(),
                 line: d.line.unwrap_or(0),
                 column: d.column.unwrap_or(0),
+                file: d.file.clone().unwrap_or_default(),
             })
             .collect(),
         trace_id: r.extension.trace_id.clone().unwrap_or_default(),
@@ -314,6 +315,7 @@ pub fn explain_response(
                     message: e.message.clone(),
                     line: e.line.unwrap_or_default(),
                     column: e.column.unwrap_or_default(),
+                    file: r.file.clone().unwrap_or_default(),
                 }),
                 conditions: r
                     .conditions

@@ -20,6 +20,7 @@ mod terminology;
 mod time;
 
 pub(crate) use record::{HookContext, Record};
+pub(crate) use resource::ResourceHandle;
 
 use std::sync::Arc;
 

@@ -1,43 +1,11 @@
-//! Warnings for rule authors (`cardinal check`): things that load and run but read badly to a
-//! clinician, or annoy one.
-//!
-//! - An escape sequence (`\n`, `\t`, `\"`...) inside a backtick string: Rhai backtick strings are
-//!   literal, so the clinician sees the backslash and the letter.
-//! - HTML in a string: a card's `detail` is GitHub-flavoured Markdown, and EHRs show tags (and CSS)
-//!   as text.
-//! - Two services answering the same hook with the same rule file: an EHR that enables every
-//!   discovered service shows the card twice.
-//!
-//! Warnings never stop the service from loading; `cardinal check` prints them.
+//! Card text a clinician would see garbled: an escape sequence (`\n`, `\t`, `\"`...) inside a
+//! backtick string (Rhai backtick strings are literal, so the clinician sees the backslash and the
+//! letter), and HTML in a string (a card's `detail` is GitHub-flavoured Markdown, and EHRs show
+//! tags and CSS as text). Found on the source text: comments and `${...}` code are skipped.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::registry::Registry;
-
-/// One warning, `path:line:column: warning: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub path: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Warning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: warning: {}",
-            self.path.display(),
-            self.line,
-            self.column,
-            self.message
-        )
-    }
-}
+use super::{Finding, Severity};
 
 /// A string literal of a rule file: its kind, its text (interpolations left out) and where each
 /// character of the text is.
@@ -212,7 +180,7 @@ fn html_tag(text: &[char], i: usize) -> Option<String> {
 }
 
 /// Warnings about the string literals of one rule or library file.
-pub fn lint_source(path: &Path, source: &str) -> Vec<Warning> {
+pub fn lint_source(path: &Path, source: &str) -> Vec<Finding> {
     let mut warnings = Vec::new();
     for literal in literals(source) {
         let text: Vec<char> = literal.chars.iter().map(|c| c.0).collect();
@@ -225,12 +193,17 @@ pub fn lint_source(path: &Path, source: &str) -> Vec<Warning> {
                 ] = pair
                 {
                     let (line, column) = place(k);
-                    warnings.push(Warning {
+                    warnings.push(Finding {
                         path: path.to_path_buf(),
                         line,
                         column,
+                        severity: Severity::Warning,
+                        check: "card-text",
                         message: format!(
-                            "escape sequence `\\{e}` in a backtick string: backtick strings are literal, so the clinician sees `\\{e}`; use a real line break in the string, or a \"...\" string"
+                            "escape sequence `\\{e}` in a backtick string: backtick strings are literal, so the clinician sees `\\{e}`"
+                        ),
+                        hint: Some(
+                            "use a real line break in the string, or a \"...\" string".into(),
                         ),
                     });
                 }
@@ -240,13 +213,16 @@ pub fn lint_source(path: &Path, source: &str) -> Vec<Warning> {
         while k < text.len() {
             if let Some(tag) = html_tag(&text, k) {
                 let (line, column) = place(k);
-                warnings.push(Warning {
+                warnings.push(Finding {
                     path: path.to_path_buf(),
                     line,
                     column,
+                    severity: Severity::Warning,
+                    check: "card-text",
                     message: format!(
-                        "HTML tag `<{tag}>` in a string: a card's `detail` is GitHub-flavoured Markdown and EHRs show HTML and CSS as text; write Markdown (tables too)"
+                        "HTML tag `<{tag}>` in a string: a card's `detail` is GitHub-flavoured Markdown and EHRs show HTML and CSS as text"
                     ),
+                    hint: Some("write Markdown (tables too)".into()),
                 });
                 // One warning per string is enough to find it.
                 break;
@@ -254,68 +230,6 @@ pub fn lint_source(path: &Path, source: &str) -> Vec<Warning> {
             k += 1;
         }
     }
-    warnings
-}
-
-fn rhai_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') || name == crate::rule_tests::TESTS_DIR {
-            continue;
-        }
-        if path.is_dir() {
-            rhai_files(&path, out);
-        } else if path.extension().is_some_and(|x| x == "rhai") {
-            out.push(path);
-        }
-    }
-}
-
-/// Services that answer the same hook with the same rule file.
-pub fn duplicate_rules(registry: &Registry) -> Vec<Warning> {
-    let mut by_rule: BTreeMap<(String, PathBuf), Vec<String>> = BTreeMap::new();
-    for service in registry.services() {
-        for rule in &service.rules {
-            let path = rule
-                .path
-                .canonicalize()
-                .unwrap_or_else(|_| rule.path.clone());
-            by_rule
-                .entry((service.hook().to_owned(), path))
-                .or_default()
-                .push(service.id().to_owned());
-        }
-    }
-    by_rule
-        .into_iter()
-        .filter(|(_, services)| services.len() > 1)
-        .map(|((hook, path), services)| Warning {
-            path,
-            line: 1,
-            column: 1,
-            message: format!(
-                "services {} all answer {hook} with this rule: an EHR that enables every service shows its cards more than once",
-                services.join(", ")
-            ),
-        })
-        .collect()
-}
-
-/// Every warning for the rules below `dir`, loaded as `registry`.
-pub fn lint(dir: &Path, registry: &Registry) -> Vec<Warning> {
-    let mut files = Vec::new();
-    rhai_files(dir, &mut files);
-    let mut warnings: Vec<Warning> = files
-        .iter()
-        .filter_map(|path| Some((path, fs::read_to_string(path).ok()?)))
-        .flat_map(|(path, text)| lint_source(path, &text))
-        .collect();
-    warnings.extend(duplicate_rules(registry));
     warnings
 }
 
