@@ -230,7 +230,8 @@ pub fn from_rule_spec(spec: Value, default_source: &Source) -> Result<Card, Stri
 
 /// Gives a rule's card its identity and explanation, ready to leave Cardinal.
 pub fn finish(mut card: Card, explanation: Explanation) -> Card {
-    card.uuid = Some(Uuid::new_v4().to_string());
+    // Time-ordered (v7): the store keys every card by it and appends instead of scattering.
+    card.uuid = Some(Uuid::now_v7().to_string());
     for suggestion in &mut card.suggestions {
         if suggestion.uuid.is_none() {
             suggestion.uuid = Some(Uuid::new_v4().to_string());

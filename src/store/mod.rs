@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::cds_hooks::FeedbackRequest;
 use crate::evaluator::Evaluation;
@@ -123,6 +123,8 @@ pub struct Store {
     config: StoreConfig,
     /// The last drift assessment, for the metrics.
     drift: Arc<Mutex<Vec<analytics::Drift>>>,
+    /// Ends the writer's gathering wait at once (a flush is queued).
+    flush_requested: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,6 +178,7 @@ impl Store {
             patient_key: Arc::new(patient_key),
             config: config.clone(),
             drift: Arc::default(),
+            flush_requested: Arc::default(),
         };
         tokio::spawn(store.clone().write(commands));
         tokio::spawn(store.clone().watch_drift());
@@ -215,6 +218,7 @@ impl Store {
             patient_key: Arc::new(PatientKey::from_secret(b"read-only: keys no patient")),
             config: config.clone(),
             drift: Arc::default(),
+            flush_requested: Arc::default(),
         })
     }
 
@@ -276,6 +280,7 @@ impl Store {
     pub async fn flush(&self) {
         let (done, written) = oneshot::channel();
         if self.queue.send(Command::Flush(done)).await.is_ok() {
+            self.flush_requested.notify_one();
             let _ = tokio::time::timeout(FLUSH_WAIT, written).await;
         }
     }
@@ -371,21 +376,20 @@ impl Store {
             if commands.recv_many(&mut batch, BATCH).await == 0 {
                 return;
             }
-            // Gather for a moment: a few large transactions (one commit, one fsync each) cost the
-            // cores the calls run on far less than many small ones. A flush ends the wait.
-            let deadline = tokio::time::Instant::now() + LINGER;
-            let mut seen = 0;
-            while batch.len() < BATCH
-                && !batch
-                    .get(seen..)
-                    .is_some_and(|new| new.iter().any(|c| matches!(c, Command::Flush(_))))
-            {
-                seen = batch.len();
-                let room = BATCH - batch.len();
-                match tokio::time::timeout_at(deadline, commands.recv_many(&mut batch, room)).await
-                {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+            // Gather for a moment: a few large transactions (one commit each) cost the cores the
+            // calls run on far less than many small ones. The records arriving meanwhile queue up
+            // without waking this task (a wake-up per record costs more than writing it); a flush
+            // ends the wait.
+            if !batch.iter().any(|c| matches!(c, Command::Flush(_))) {
+                tokio::select! {
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = self.flush_requested.notified() => {}
+                }
+                while batch.len() < BATCH {
+                    match commands.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => break,
+                    }
                 }
             }
             let mut calls = Vec::with_capacity(batch.len());

@@ -14,7 +14,9 @@ use crate::evaluator::Evaluation;
 
 use super::StoreError;
 
-/// One hook call and the cards it produced (returned, silent, candidate).
+/// One hook call and the cards it produced (returned, silent, candidate). Its ids (and every card
+/// uuid, see [`crate::cards::finish`]) are time-ordered UUIDs (v7): the store's primary-key B-trees
+/// then grow at their end instead of taking each insert on a random page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
     pub id: String,
@@ -66,7 +68,7 @@ impl CallRecord {
         // Held back as repeats: counted apart, so analytics show what suppression saved.
         for held in &evaluation.suppressed {
             cards.push(CardRow {
-                uuid: uuid::Uuid::new_v4().to_string(),
+                uuid: uuid::Uuid::now_v7().to_string(),
                 rule_id: held.rule_id.clone(),
                 rule_version: held.rule_version.clone(),
                 mode: "suppressed",
@@ -77,7 +79,7 @@ impl CallRecord {
         for outcome in evaluation.outcomes.iter().filter(|o| !o.mode.is_active()) {
             for card in &outcome.cards {
                 cards.push(CardRow {
-                    uuid: uuid::Uuid::new_v4().to_string(),
+                    uuid: uuid::Uuid::now_v7().to_string(),
                     rule_id: outcome.rule_id.clone(),
                     rule_version: outcome.rule_version.clone(),
                     mode: outcome.mode.as_str(),
@@ -87,7 +89,7 @@ impl CallRecord {
             }
         }
         Self {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::now_v7().to_string(),
             service_id: evaluation.service_id.clone(),
             rule_set: evaluation.rule_set.version().to_owned(),
             called_at: called_at.timestamp_millis(),
