@@ -215,6 +215,6 @@ async fn analytics_page(
 
 async fn not_found() -> HttpError {
     HttpError::not_found(
-        "no such admin endpoint (/metrics, /healthz, /readyz, /admin/reload, /admin/rule-set, /analytics, /analytics/rules)",
+        "no such admin endpoint (/metrics, /healthz, /readyz, /admin/reload, /admin/rule-set, /analytics, /analytics/rules; /playground with `serve --dev`)",
     )
 }
