@@ -123,7 +123,10 @@ async fn evaluate_shows_diagnostics_cards_and_why_not_without_touching_the_servi
     assert_eq!(condition["right"], "45");
 
     // A higher threshold: the warning card appears, rendered, and the case now fails.
-    let raised = source.replace("const DO_NOT_START_BELOW = 45;", "const DO_NOT_START_BELOW = 70;");
+    let raised = source.replace(
+        "const DO_NOT_START_BELOW = 45;",
+        "const DO_NOT_START_BELOW = 70;",
+    );
     assert_ne!(raised, source);
     let (_, result) = post(
         &server,
@@ -170,13 +173,15 @@ async fn evaluate_shows_diagnostics_cards_and_why_not_without_touching_the_servi
     let first = &result["diagnostics"][0];
     assert_eq!(first["severity"], "error");
     assert_eq!(first["column"], json!(20), "{first}");
-    assert!(first["hint"].as_str().unwrap().contains("latest_observation"));
+    assert!(
+        first["hint"]
+            .as_str()
+            .unwrap()
+            .contains("latest_observation")
+    );
 
     // A syntax error: the rule does not load, at its line; no case is run.
-    let broken = source.replace(
-        "let value = egfr.value;",
-        "let value = egfr.value +;",
-    );
+    let broken = source.replace("let value = egfr.value;", "let value = egfr.value +;");
     let (_, result) = post(
         &server,
         "/playground/evaluate",
@@ -228,11 +233,16 @@ async fn bad_input_gets_a_clear_error() {
             json!({"service": SERVICE, "rule": RULE, "source": source, "unknown": 1}),
             "unknown field `unknown`",
         ),
-        (json!({"service": SERVICE, "rule": RULE}), "missing field `source`"),
+        (
+            json!({"service": SERVICE, "rule": RULE}),
+            "missing field `source`",
+        ),
     ];
     for (body, expected) in refusals {
         let (status, answer) = post(&server, "/playground/evaluate", &body).await;
-        let message = answer["issue"][0]["diagnostics"].as_str().unwrap_or_default();
+        let message = answer["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap_or_default();
         assert!(
             (400..500).contains(&status) && message.contains(expected),
             "{status} {answer}"
@@ -248,7 +258,10 @@ async fn bad_input_gets_a_clear_error() {
     .await;
     assert_eq!(status, 200);
     assert!(
-        answer["case_error"].as_str().unwrap().contains("playground-case.json:2:"),
+        answer["case_error"]
+            .as_str()
+            .unwrap()
+            .contains("playground-case.json:2:"),
         "{answer}"
     );
 
@@ -317,7 +330,10 @@ async fn save_writes_inside_the_rules_directory_only_and_reloads_through_the_tes
 
     // A saved rule that breaks a test case is written, and the reload rejects it: the previous set
     // keeps serving.
-    let raised = source.replace("const DO_NOT_START_BELOW = 45;", "const DO_NOT_START_BELOW = 70;");
+    let raised = source.replace(
+        "const DO_NOT_START_BELOW = 45;",
+        "const DO_NOT_START_BELOW = 70;",
+    );
     let (status, answer) = post(
         &server,
         "/playground/save",
@@ -337,10 +353,15 @@ async fn save_writes_inside_the_rules_directory_only_and_reloads_through_the_tes
 
     // A change every case still agrees with, saved with a new case beside it: the reload runs every
     // case, the new one included, and swaps.
-    let lowered = source.replace("const DO_NOT_START_BELOW = 45;", "const DO_NOT_START_BELOW = 50;");
-    let mut new_case: Value =
-        serde_json::from_str(&std::fs::read_to_string(rules.join("metformin-renal/tests/egfr-38-do-not-start.json")).unwrap())
-            .unwrap();
+    let lowered = source.replace(
+        "const DO_NOT_START_BELOW = 45;",
+        "const DO_NOT_START_BELOW = 50;",
+    );
+    let mut new_case: Value = serde_json::from_str(
+        &std::fs::read_to_string(rules.join("metformin-renal/tests/egfr-38-do-not-start.json"))
+            .unwrap(),
+    )
+    .unwrap();
     new_case["description"] = json!("eGFR 38 still warns with the threshold at 50");
     let new_file = "metformin-renal/tests/egfr-38-threshold-50.json";
     let (status, answer) = post(
@@ -357,7 +378,11 @@ async fn save_writes_inside_the_rules_directory_only_and_reloads_through_the_tes
     assert_eq!(reload["test_cases"], json!(10), "{answer}");
     assert_ne!(server.cardinal.rule_set().version(), before);
     assert_eq!(rule_text(&rules), lowered);
-    assert!(std::fs::read_to_string(rules.join(new_file)).unwrap().contains("threshold at 50"));
+    assert!(
+        std::fs::read_to_string(rules.join(new_file))
+            .unwrap()
+            .contains("threshold at 50")
+    );
     // No temporary file is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(rules.join(SERVICE))
         .unwrap()
@@ -384,7 +409,11 @@ async fn a_tests_folder_linked_out_of_the_rules_directory_is_refused() {
     )
     .await;
     assert_eq!(status, 400, "{answer}");
-    assert!(answer.to_string().contains("leads out of the rules directory"));
+    assert!(
+        answer
+            .to_string()
+            .contains("leads out of the rules directory")
+    );
     assert!(!elsewhere.join("case.json").exists());
     server.stop().await;
 }
@@ -413,9 +442,17 @@ async fn not_served_without_dev_nor_on_the_ehr_port() {
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(policy.contains("default-src 'none'"), "{policy}");
-    assert!(page.text().await.unwrap().contains("Cardinal rule playground"));
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("Cardinal rule playground")
+    );
     server.stop().await;
 
     // Without --dev (a production configuration, served without authentication for the test), it
@@ -554,6 +591,9 @@ async fn the_page_in_a_browser_follows_each_edit() {
     .await
     .unwrap();
     // The page only evaluated: nothing was written.
-    assert_eq!(rule_text(&rules), std::fs::read_to_string(common::project_path(&format!("rules/{RULE}"))).unwrap());
+    assert_eq!(
+        rule_text(&rules),
+        std::fs::read_to_string(common::project_path(&format!("rules/{RULE}"))).unwrap()
+    );
     server.stop().await;
 }

@@ -68,8 +68,14 @@ mod tests {
             "**Potassium** 6.1 mmol/L\n\n| Drug | Date |\n|---|---|\n| lisinopril | 2026-10-02 |\n\n[KDIGO](https://kdigo.org)",
         );
         assert!(html.contains("<strong>Potassium</strong>"), "{html}");
-        assert!(html.contains("<table>") && html.contains("<td>lisinopril</td>"), "{html}");
-        assert!(html.contains(r#"<a href="https://kdigo.org">KDIGO</a>"#), "{html}");
+        assert!(
+            html.contains("<table>") && html.contains("<td>lisinopril</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<a href="https://kdigo.org">KDIGO</a>"#),
+            "{html}"
+        );
     }
 
     #[test]

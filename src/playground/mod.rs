@@ -410,11 +410,7 @@ pub fn evaluate(
     }
     let detached = cardinal.detached(Arc::new(edited));
     let (actual, report) = rule_tests::evaluate_case(&detached, &case);
-    let mismatches = rule_tests::compare(
-        &case.expect,
-        &actual,
-        &aliases_for(case_file.as_deref()),
-    );
+    let mismatches = rule_tests::compare(&case.expect, &actual, &aliases_for(case_file.as_deref()));
     let cards = actual
         .response
         .as_ref()

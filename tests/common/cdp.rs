@@ -138,7 +138,10 @@ impl Browser {
     /// Opens `url` and waits until its document has loaded.
     pub fn navigate(&mut self, url: &str) {
         self.send("Page.navigate", json!({"url": url}));
-        self.wait_for("document.readyState === 'complete'", Duration::from_secs(30));
+        self.wait_for(
+            "document.readyState === 'complete'",
+            Duration::from_secs(30),
+        );
     }
 
     /// Evaluates `expression` in the page (promises awaited) and returns its value; a script error
