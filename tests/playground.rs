@@ -597,3 +597,83 @@ async fn the_page_in_a_browser_follows_each_edit() {
     );
     server.stop().await;
 }
+
+/// A sample patient (a Synthea record, as `cardinal test new --from` reads it) becomes a compact case
+/// the page can edit and save; its expectations are what the rules answer now, so it passes.
+#[tokio::test]
+async fn a_sample_patient_becomes_a_case_to_edit() {
+    use std::io::Read as _;
+    let (_tmp, rules) = rules_copy();
+    let server = dev_server(&rules).await;
+    let mut patient = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(common::project_path(
+            "tests/fixtures/synthea/Edward_Gulgowski_43481611-2459-44f5-ab20-4b142dac160f.json.gz",
+        ))
+        .unwrap(),
+    )
+    .read_to_string(&mut patient)
+    .unwrap();
+    let draft: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::project_path(
+            "tests/fixtures/compact/metformin-draft.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (status, made) = post(
+        &server,
+        "/playground/new-case",
+        &json!({"service": SERVICE, "patient": patient, "draft": draft, "at": "2019-02-01"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(
+        made["suggested_file"],
+        "metformin-renal/tests/new-case.json"
+    );
+    let case: Value = serde_json::from_str(made["case"].as_str().unwrap()).unwrap();
+    assert_eq!(case["service"], SERVICE);
+    assert_eq!(case["evaluation_time"], "2019-02-01");
+    assert_eq!(
+        case["context"]["patientId"],
+        "4ef9f896-10bc-4479-acd6-1153e7318f14"
+    );
+    assert!(case.get("request").is_none(), "compact: {case}");
+
+    // The case runs in the playground as it is, and passes.
+    let (_, result) = post(
+        &server,
+        "/playground/evaluate",
+        &json!({"service": SERVICE, "rule": RULE, "source": rule_text(&rules), "case": made["case"]}),
+    )
+    .await;
+    assert_eq!(result["case"]["passed"], json!(true), "{result}");
+
+    // Bad records are refused with the reason.
+    for (patient, draft, expected) in [
+        ("{not json", json!(draft), "not JSON"),
+        (
+            "{\"resourceType\": \"Observation\"}",
+            json!(draft),
+            "not a FHIR Bundle or Patient",
+        ),
+        (patient.as_str(), Value::Null, "draft"),
+    ] {
+        let (status, answer) = post(
+            &server,
+            "/playground/new-case",
+            &json!({"service": SERVICE, "patient": patient, "draft": draft, "at": "2019-02-01"}),
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{expected}: {answer}"
+        );
+    }
+    server.stop().await;
+}

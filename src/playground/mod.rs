@@ -24,6 +24,7 @@ use crate::explain::ExplainReport;
 use crate::lint::{self, Finding};
 use crate::registry::{self, CdsService, MANIFEST_FILE, Overlay};
 use crate::rule_set::RuleSet;
+use crate::rule_tests::scaffold::{self, NewCase};
 use crate::rule_tests::{self, ALIASES_FILE, Aliases, TESTS_DIR, TestCase};
 
 /// The playground page: plain HTML and one script, no build step.
@@ -33,6 +34,8 @@ pub const PAGE: &str = include_str!("page.html");
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
 /// Largest test case accepted.
 pub const MAX_CASE_BYTES: usize = 1024 * 1024;
+/// Largest patient record accepted for a new case (a Synthea patient is a few MiB at most).
+pub const MAX_PATIENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why a playground call was refused. Names the author's files and services, never patient data.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,8 @@ pub enum PlaygroundError {
     DoesNotLoad(usize),
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
+    #[error("no case from this patient: {0}")]
+    NewCase(String),
 }
 
 impl PlaygroundError {
@@ -522,4 +527,72 @@ pub fn save(cardinal: &Cardinal, request: &SaveRequest) -> Result<Saved, Playgro
         written.push(shown);
     }
     Ok(Saved { written })
+}
+
+/// `POST /playground/new-case`: a sample patient to start a case from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCaseRequest {
+    pub service: String,
+    /// A FHIR Bundle (one patient, as Synthea writes them) or a Patient resource, as JSON text.
+    pub patient: String,
+    /// The order being signed or selected (order-select, order-sign).
+    #[serde(default)]
+    pub draft: Option<serde_json::Value>,
+    /// The evaluation time to pin (RFC 3339 or `YYYY-MM-DD`); default: today.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// The new compact case (its expectations: what the serving rules answer now), where to save it,
+/// and notes for the author.
+#[derive(Debug, Serialize)]
+pub struct NewCaseResponse {
+    pub case: String,
+    pub suggested_file: String,
+    pub notes: Vec<String>,
+}
+
+/// The `tests/` folder nearest to a service (its own, or a pack's above it), relative to the rules
+/// directory: where its new cases go.
+fn tests_folder(rule_set: &RuleSet, service: &CdsService) -> String {
+    let mut dir = Some(service.dir.as_path());
+    while let Some(here) = dir {
+        if here.join(TESTS_DIR).is_dir() {
+            return rule_set.relative_path(&here.join(TESTS_DIR));
+        }
+        if here == rule_set.dir() {
+            break;
+        }
+        dir = here.parent();
+    }
+    rule_set.relative_path(&service.dir.join(TESTS_DIR))
+}
+
+/// A compact case from a sample patient, as `cardinal test new` writes it (blocking).
+pub fn new_case(
+    cardinal: &Cardinal,
+    request: &NewCaseRequest,
+) -> Result<NewCaseResponse, PlaygroundError> {
+    check_size("patient record", &request.patient, MAX_PATIENT_BYTES)?;
+    let rule_set = cardinal.rule_set();
+    let service = rule_set
+        .service(&request.service)
+        .cloned()
+        .ok_or_else(|| PlaygroundError::UnknownService(excerpt(&request.service)))?;
+    let asked = NewCase {
+        service: &request.service,
+        from: Path::new("sample patient"),
+        draft: request.draft.clone(),
+        at: request.at.as_deref(),
+    };
+    let made = scaffold::new_case_from_text(cardinal, &asked, &request.patient)
+        .map_err(|e| PlaygroundError::NewCase(e.to_string()))?;
+    let value =
+        serde_json::to_value(&made.case).map_err(|e| PlaygroundError::NewCase(e.to_string()))?;
+    Ok(NewCaseResponse {
+        case: rule_tests::compact::to_pretty_json(&value),
+        suggested_file: format!("{}/new-case.json", tests_folder(&rule_set, &service)),
+        notes: made.notes,
+    })
 }

@@ -14,15 +14,15 @@ use serde_json::json;
 
 use crate::cds_hooks::IssueType;
 use crate::evaluator::Cardinal;
-use crate::playground::{self, EvaluateRequest, PlaygroundError, SaveRequest};
+use crate::playground::{self, EvaluateRequest, NewCaseRequest, PlaygroundError, SaveRequest};
 use crate::reload;
 use crate::rule_set::Trigger;
 
 use super::http::method_not_allowed;
 use super::http_error::HttpError;
 
-/// Room for the largest rule and case, JSON-escaped.
-const MAX_BODY_BYTES: usize = 4 * (playground::MAX_SOURCE_BYTES + playground::MAX_CASE_BYTES);
+/// Room for the largest patient record (or rule and case), JSON-escaped.
+const MAX_BODY_BYTES: usize = 2 * playground::MAX_PATIENT_BYTES;
 
 /// `GET /playground`: the page (open: it holds no data).
 pub fn page<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -41,6 +41,10 @@ pub fn calls<S: Clone + Send + Sync + 'static>(cardinal: Cardinal) -> Router<S> 
             post(evaluate).fallback(method_not_allowed),
         )
         .route("/playground/save", post(save).fallback(method_not_allowed))
+        .route(
+            "/playground/new-case",
+            post(new_case).fallback(method_not_allowed),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(cardinal)
 }
@@ -121,4 +125,16 @@ async fn save(
         .map_err(refused)?;
     let report = reload::reload_async(&cardinal, Trigger::Playground).await;
     Ok(Json(json!({ "written": saved.written, "reload": report })).into_response())
+}
+
+/// A compact case from a sample patient, for the author to edit and save.
+async fn new_case(
+    State(cardinal): State<Cardinal>,
+    request: Result<Json<NewCaseRequest>, JsonRejection>,
+) -> Result<Response, HttpError> {
+    let request = body(request)?;
+    let result = tokio::task::spawn_blocking(move || playground::new_case(&cardinal, &request))
+        .await
+        .map_err(|_| internal())?;
+    Ok(Json(result.map_err(refused)?).into_response())
 }
