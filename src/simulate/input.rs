@@ -200,7 +200,7 @@ pub fn bundle_from_text(
         source: source.to_owned(),
         message,
     };
-    let skeleton: Skeleton = serde_json::from_str(&text).map_err(|e| {
+    let skeleton: Skeleton = serde_json::from_str(text).map_err(|e| {
         let what = if e.is_data() {
             "not a FHIR Bundle"
         } else {
