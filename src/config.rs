@@ -61,6 +61,11 @@ pub struct Config {
     /// Whether `POST /cds-services/{id}/explain` answers (every rule's verdict, facts and
     /// conditions, for rule authors). Off in production: the report can quote patient data.
     pub explain_endpoint: bool,
+    /// Whether the admin listener serves the rule-authoring playground (`/playground`). Set only by
+    /// `serve --dev` ([`Config::development`]), never by a file or the environment: the playground
+    /// writes rule files.
+    #[serde(skip)]
+    pub playground: bool,
     pub log_format: LogFormat,
     /// Default log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
     pub log_filter: String,
@@ -157,6 +162,7 @@ impl Default for Config {
             max_cards_per_response: 50,
             max_response_bytes: 1024 * 1024,
             explain_endpoint: false,
+            playground: false,
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             sandbox: SandboxLimits::default(),
@@ -213,11 +219,12 @@ impl Config {
     }
 
     /// The development profile (`cardinal serve --dev`): no authentication, callers may pin the
-    /// evaluation time and the explain endpoint answers. Never for a deployment that sees patient
-    /// data.
+    /// evaluation time, the explain endpoint answers and the admin listener serves the playground.
+    /// Never for a deployment that sees patient data.
     pub fn development(mut self) -> Self {
         self.allow_evaluation_time_override = true;
         self.explain_endpoint = true;
+        self.playground = true;
         self.auth.mode = AuthMode::Off;
         self
     }

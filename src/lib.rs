@@ -15,7 +15,9 @@
 //!   held back by [`repeats`];
 //! - the wire model is [`cds_hooks`];
 //! - for rule authors: [`explain`] (every rule's verdict, facts and conditions), [`rule_tests`]
-//!   (`cardinal test`: test cases next to the rules) and [`lint`] (`cardinal check`'s warnings);
+//!   (`cardinal test`: test cases next to the rules), [`lint`] (`cardinal check`'s warnings) and
+//!   [`playground`] (`serve --dev`: edit a rule in the browser and see its diagnostics, cards and
+//!   explanation on a test case);
 //! - before go-live: [`simulate`] (`cardinal simulate`: every service over a population, with firing
 //!   rates, disparities and data blind spots);
 //! - for operators: [`loadgen`] (`cardinal bench`: load and idle connections, loopback only).
@@ -34,6 +36,7 @@ pub mod fhir;
 pub mod lint;
 pub mod loadgen;
 pub mod patient;
+pub mod playground;
 pub mod prefetch;
 pub mod registry;
 pub mod reload;

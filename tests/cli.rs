@@ -28,9 +28,9 @@ fn check_accepts_the_shipped_rules() {
     let out = cardinal(&["check", "rules"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("19 services, 19 rules"), "{stdout}");
+    assert!(stdout.contains("20 services, 20 rules"), "{stdout}");
     // The opioid pack's value sets and the starter rules' product value sets are loaded and reported.
-    assert!(stdout.contains("terminology: 56 value sets"), "{stdout}");
+    assert!(stdout.contains("terminology: 57 value sets"), "{stdout}");
     // The shipped rules read well: no warnings.
     assert!(
         !text(&out.stderr).contains("warning"),
@@ -126,7 +126,7 @@ fn rules_dir_comes_from_the_config_file_and_env_wins() {
         &[("CARDINAL_CONFIG", &path), ("CARDINAL_RULES_DIR", "rules")],
     );
     assert!(
-        text(&out.stdout).contains("19 services, 19 rules"),
+        text(&out.stdout).contains("20 services, 20 rules"),
         "{}",
         text(&out.stdout)
     );

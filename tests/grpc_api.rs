@@ -285,7 +285,12 @@ async fn discover_lists_the_shipped_services() {
         .iter()
         .map(|s| (s.id.as_str(), s))
         .collect();
-    let mut shipped = vec!["metformin-renal", "patient-greeting", "warfarin-nsaid"];
+    let mut shipped = vec![
+        "hyperkalemia",
+        "metformin-renal",
+        "patient-greeting",
+        "warfarin-nsaid",
+    ];
     shipped.extend(common::OPIOID_SERVICES);
     shipped.sort_unstable();
     assert_eq!(
@@ -293,7 +298,7 @@ async fn discover_lists_the_shipped_services() {
         shipped,
         "exactly the shipped services, once each"
     );
-    assert_eq!(response.services.len(), 19);
+    assert_eq!(response.services.len(), 20);
 
     let expected_hooks = [
         ("metformin-renal", "order-sign"),

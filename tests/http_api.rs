@@ -286,11 +286,15 @@ async fn discovery_lists_the_three_shipped_services() {
 
     let services = body["services"].as_array().expect("services array");
     let ids: HashSet<&str> = services.iter().filter_map(|s| s["id"].as_str()).collect();
-    let mut shipped: HashSet<&str> =
-        HashSet::from(["patient-greeting", "metformin-renal", "warfarin-nsaid"]);
+    let mut shipped: HashSet<&str> = HashSet::from([
+        "patient-greeting",
+        "metformin-renal",
+        "warfarin-nsaid",
+        "hyperkalemia",
+    ]);
     shipped.extend(common::OPIOID_SERVICES);
     assert_eq!(ids, shipped, "{body:#}");
-    assert_eq!(services.len(), 19, "each service once: {body:#}");
+    assert_eq!(services.len(), 20, "each service once: {body:#}");
 
     let expected = [
         ("patient-greeting", "patient-view", &["patient"][..]),
@@ -1149,8 +1153,8 @@ async fn healthz_and_readyz_answer_json_on_the_admin_listener_only() {
     let (status, body) = admin_json("/readyz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ready", "{body:#}");
-    assert_eq!(body["services"], 19, "{body:#}");
-    assert_eq!(body["rules"], 19, "{body:#}");
+    assert_eq!(body["services"], 20, "{body:#}");
+    assert_eq!(body["rules"], 20, "{body:#}");
     assert_eq!(body["audit"]["status"], "writing", "{body:#}");
 
     // Not on the EHR-facing port.
@@ -1385,7 +1389,7 @@ fn check_reports_broken_rules_and_passes_the_shipped_ones() {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("19 services, 19 rules"), "{stdout}");
+    assert!(stdout.contains("20 services, 20 rules"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

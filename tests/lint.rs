@@ -176,7 +176,7 @@ fn a_manifest_with_two_problems_reports_both() {
 }
 
 /// An order-sign request for lisinopril (RxNorm 314076 "lisinopril 10 MG Oral Tablet", ingredient
-/// 29046), from `tests/fixtures/hyperkalemia-requests/` (the shipped services do not answer them).
+/// 29046), from `tests/fixtures/hyperkalemia-requests/`, for the fixture services (not the shipped `hyperkalemia`).
 fn request(name: &str) -> Value {
     let path = project_path(&format!("tests/fixtures/hyperkalemia-requests/{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()

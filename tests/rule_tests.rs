@@ -612,11 +612,21 @@ fn status_refusals_and_rule_errors_are_compared() {
 fn every_test_case_under_rules_is_a_valid_hook_request() {
     let suites =
         rule_tests::discover(&project_path("rules")).unwrap_or_else(|errors| panic!("{errors:#?}"));
+    // Compact cases become requests through their services' prefetch templates.
+    let cardinal = cardinal::evaluator::Cardinal::load(Config {
+        rules_dir: project_path("rules"),
+        ..Config::default()
+    })
+    .unwrap();
     let mut count = 0;
     for suite in &suites {
         for case in &suite.cases {
             let expect_400 = case.expect.status == 400;
-            let request = HookRequest::from_value(case.request.clone());
+            let service = cardinal.service(&case.service).unwrap();
+            let request = case
+                .request_for(&service)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.path.display()));
+            let request = HookRequest::from_value(request);
             let request = match (request, expect_400) {
                 (Ok(r), _) => r,
                 (Err(_), true) => continue,

@@ -40,6 +40,21 @@ INGREDIENTS = {
     "ketorolac": [("35827", "ketorolac")],
     "indomethacin": [("5781", "indomethacin")],
     "metformin": [("6809", "metformin"), ("235743", "metformin hydrochloride")],
+    # ACE inhibitors
+    "benazepril": [("18867", "benazepril")],
+    "captopril": [("1998", "captopril")],
+    "enalapril": [("3827", "enalapril")],
+    "fosinopril": [("50166", "fosinopril")],
+    "lisinopril": [("29046", "lisinopril")],
+    "quinapril": [("35208", "quinapril")],
+    "ramipril": [("35296", "ramipril")],
+    # Angiotensin II receptor blockers
+    "candesartan": [("214354", "candesartan")],
+    "irbesartan": [("83818", "irbesartan")],
+    "losartan": [("52175", "losartan")],
+    "olmesartan": [("321064", "olmesartan")],
+    "telmisartan": [("73494", "telmisartan")],
+    "valsartan": [("69749", "valsartan")],
 }
 
 # Product codes the earlier hand-written NSAID list of the warfarin-nsaid rule matched, whose names the
@@ -57,6 +72,13 @@ VALUE_SETS = [
     ("metformin-renal", "metformin-products", "Metformin products",
      "Metformin and every product containing it, combinations included (RxNorm IN, PIN, SCD, SBD).",
      ["metformin"]),
+    ("hyperkalemia", "ace-inhibitor-arb-products", "ACE inhibitor and ARB products",
+     "Angiotensin-converting-enzyme inhibitors (benazepril, captopril, enalapril, fosinopril, "
+     "lisinopril, quinapril, ramipril) and angiotensin II receptor blockers (candesartan, irbesartan, "
+     "losartan, olmesartan, telmisartan, valsartan), and every product containing one, combinations "
+     "included (RxNorm IN, SCD, SBD).",
+     ["benazepril", "captopril", "enalapril", "fosinopril", "lisinopril", "quinapril", "ramipril",
+      "candesartan", "irbesartan", "losartan", "olmesartan", "telmisartan", "valsartan"]),
 ]
 
 

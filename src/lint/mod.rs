@@ -247,6 +247,34 @@ pub fn lint(dir: &Path, registry: &Registry) -> Vec<Finding> {
     findings
 }
 
+/// The source checks on the text of one rule file of the service whose manifest is `manifest` (the
+/// playground's edited rule, not yet saved), knowing the functions of the service's `include`
+/// files. A text that does not parse is left to the loader's error.
+pub fn rule_source_findings(manifest: &Path, path: &Path, text: &str) -> Vec<Finding> {
+    let mut findings = lint_source(path, text);
+    let checker = ScriptChecker::new();
+    let Ok(ast) = checker.parse(text) else {
+        return findings;
+    };
+    let api = script::Api {
+        functions: checker.functions().clone(),
+        patient: checker.properties(ApiType::Patient),
+        resource: checker.properties(ApiType::Resource),
+    };
+    let library_functions: BTreeSet<String> = service_files(manifest)
+        .map(|service| service.libraries)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| checker.parse(&fs::read_to_string(p).ok()?).ok())
+        .flat_map(|ast| functions::defined(&ast))
+        .collect();
+    findings.extend(functions::check(&api, path, &ast, &library_functions));
+    findings.extend(script::check(&api, path, &ast));
+    findings.sort();
+    findings.dedup();
+    findings
+}
+
 /// The rule and library files of one service, read from its manifest leniently (a manifest with
 /// errors still names its files).
 struct ServiceFiles {

@@ -103,6 +103,31 @@ fn find_manifests(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<Compile
     }
 }
 
+/// A rule or library file's text that replaces what is on disk (the playground's edited rule).
+#[derive(Debug, Clone, Copy)]
+pub struct Overlay<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+impl Overlay<'_> {
+    fn covers(&self, path: &Path) -> bool {
+        lexical(self.path) == lexical(path)
+    }
+}
+
+/// The file's text: the overlay's when it covers the file, else what is on disk.
+fn read_source(
+    path: &Path,
+    overlay: Option<Overlay<'_>>,
+    errors: &mut Vec<CompileError>,
+) -> Option<String> {
+    match overlay {
+        Some(o) if o.covers(path) => Some(o.text.to_owned()),
+        _ => read(path, errors),
+    }
+}
+
 fn read(path: &Path, errors: &mut Vec<CompileError>) -> Option<String> {
     match fs::read_to_string(path) {
         Ok(text) => Some(text),
@@ -223,6 +248,7 @@ fn load_service(
     engine: &RuleEngine,
     manifest_path: &Path,
     data_cache: &mut DataCache,
+    overlay: Option<Overlay<'_>>,
     errors: &mut Vec<CompileError>,
 ) -> Option<CdsService> {
     let dir = manifest_path.parent()?.to_path_buf();
@@ -258,7 +284,7 @@ fn load_service(
     let mut library_files = Vec::new();
     for include in &manifest.include {
         let path = dir.join(include);
-        if let Some(text) = read(&path, errors) {
+        if let Some(text) = read_source(&path, overlay, errors) {
             value_sets.extend(check_value_sets(engine, &path, &text, errors));
             match engine.compile_library(&path, &text) {
                 Ok(_) => {
@@ -309,7 +335,7 @@ fn load_service(
     }
     let mut rules = Vec::new();
     for path in rule_files {
-        let Some(source) = read(&path, errors) else {
+        let Some(source) = read_source(&path, overlay, errors) else {
             continue;
         };
         let id = path
@@ -344,6 +370,7 @@ fn load_service(
         library.as_ref(),
         &library_files,
         &mut value_sets,
+        overlay,
         errors,
     );
     value_sets.sort();
@@ -374,6 +401,7 @@ fn load_candidates(
     library: Option<&Arc<rhai::AST>>,
     library_files: &[(PathBuf, usize)],
     value_sets: &mut Vec<String>,
+    overlay: Option<Overlay<'_>>,
     errors: &mut Vec<CompileError>,
 ) -> Vec<crate::engine::CompiledRule> {
     let candidates_dir = dir.join(CANDIDATES_DIR);
@@ -420,7 +448,7 @@ fn load_candidates(
             ));
             continue;
         };
-        let Some(source) = read(&path, errors) else {
+        let Some(source) = read_source(&path, overlay, errors) else {
             continue;
         };
         value_sets.extend(check_value_sets(engine, &path, &source, errors));
@@ -457,6 +485,59 @@ fn lexical(path: &Path) -> PathBuf {
     out
 }
 
+/// Reports name files relative to the rules directory, never with the server's own paths.
+fn name_files(dir: &Path, service: &mut CdsService) {
+    let root = lexical(dir);
+    let relative = |path: &Path| {
+        let path = lexical(path);
+        path.strip_prefix(&root)
+            .ok()
+            .or_else(|| path.file_name().map(Path::new))
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    for rule in service
+        .rules
+        .iter_mut()
+        .chain(service.candidates.iter_mut())
+    {
+        rule.file = relative(&rule.path);
+        let files: Vec<(String, usize)> = rule
+            .library_files
+            .iter()
+            .map(|(f, line)| (relative(Path::new(f)), *line))
+            .collect();
+        rule.library_files = files;
+    }
+}
+
+/// Loads the one service whose manifest is `manifest_path` (below the rules directory `dir`), with
+/// `overlay`'s text in place of one of its files: the playground compiles an edited rule this way,
+/// beside the serving set, as a reload would.
+pub fn load_service_with(
+    dir: &Path,
+    manifest_path: &Path,
+    engine: &RuleEngine,
+    overlay: Overlay<'_>,
+) -> Result<CdsService, LoadErrors> {
+    let mut errors = Vec::new();
+    let loaded = load_service(
+        engine,
+        manifest_path,
+        &mut DataCache::new(),
+        Some(overlay),
+        &mut errors,
+    );
+    match loaded {
+        Some(mut service) if errors.is_empty() => {
+            name_files(dir, &mut service);
+            Ok(service)
+        }
+        _ => Err(LoadErrors(errors)),
+    }
+}
+
 /// Loads every service below `dir`. Fails with every error found when any file is broken.
 pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
     let mut errors = Vec::new();
@@ -466,7 +547,7 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut data_cache = DataCache::new();
     for path in manifests {
-        if let Some(service) = load_service(engine, &path, &mut data_cache, &mut errors) {
+        if let Some(service) = load_service(engine, &path, &mut data_cache, None, &mut errors) {
             if let Some(first) = seen.get(service.id()) {
                 errors.push(error(
                     &path,
@@ -482,31 +563,8 @@ pub fn load(dir: &Path, engine: &RuleEngine) -> Result<Registry, LoadErrors> {
             services.push(service);
         }
     }
-    // Reports name files relative to the rules directory, never with the server's own paths.
-    let root = lexical(dir);
-    let relative = |path: &Path| {
-        let path = lexical(path);
-        path.strip_prefix(&root)
-            .ok()
-            .or_else(|| path.file_name().map(Path::new))
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .replace('\\', "/")
-    };
     for service in &mut services {
-        for rule in service
-            .rules
-            .iter_mut()
-            .chain(service.candidates.iter_mut())
-        {
-            rule.file = relative(&rule.path);
-            let files: Vec<(String, usize)> = rule
-                .library_files
-                .iter()
-                .map(|(f, line)| (relative(Path::new(f)), *line))
-                .collect();
-            rule.library_files = files;
-        }
+        name_files(dir, service);
     }
     if errors.is_empty() {
         Ok(Registry::new(services))

@@ -7,7 +7,7 @@ mod lenient;
 mod loader;
 mod manifest;
 
-pub use loader::{CANDIDATES_DIR, LoadErrors, MANIFEST_FILE, load};
+pub use loader::{CANDIDATES_DIR, LoadErrors, MANIFEST_FILE, Overlay, load, load_service_with};
 pub(crate) use loader::{is_hidden, line_col};
 pub use manifest::{CandidateSpec, EvidenceLink, Manifest, Mode, RuleOverride, SourceSpec};
 
@@ -121,6 +121,13 @@ impl Registry {
                 .map(|s| (s.manifest.id.clone(), Arc::new(s)))
                 .collect(),
         }
+    }
+
+    /// This registry with `service` in place of the one with its id (the others shared).
+    pub fn with_service(&self, service: CdsService) -> Self {
+        let mut services = self.services.clone();
+        services.insert(service.manifest.id.clone(), Arc::new(service));
+        Self { services }
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<CdsService>> {

@@ -195,6 +195,8 @@ pub enum Trigger {
     Watch,
     /// An admin call (HTTP or gRPC).
     Admin,
+    /// A rule saved from the playground (`serve --dev`).
+    Playground,
 }
 
 impl Trigger {
@@ -203,6 +205,7 @@ impl Trigger {
             Self::Signal => "signal",
             Self::Watch => "watch",
             Self::Admin => "admin",
+            Self::Playground => "playground",
         }
     }
 }

@@ -64,15 +64,58 @@ pub struct Scaffold {
 /// Writes a compact case for `request.service` from a patient record, its expectations filled with
 /// what the service answers now.
 pub fn new_case(cardinal: &Cardinal, request: &NewCase<'_>) -> Result<Scaffold, ScaffoldError> {
-    let service = cardinal
-        .service(request.service)
-        .map_err(|_| ScaffoldError::UnknownService(request.service.to_owned()))?;
+    let (at_text, at) = evaluation_time(request)?;
+    let record = read_record(request.from, at)?;
+    from_record(cardinal, request, at_text, record)
+}
+
+/// The same from the record's text (a Bundle or a Patient, not gzipped), e.g. pasted into the
+/// playground; `request.from` only names it.
+pub fn new_case_from_text(
+    cardinal: &Cardinal,
+    request: &NewCase<'_>,
+    text: &str,
+) -> Result<Scaffold, ScaffoldError> {
+    let (at_text, at) = evaluation_time(request)?;
+    let name = request.from.display().to_string();
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        ScaffoldError::Record(format!("{name}:{}:{}: not JSON", e.line(), e.column()))
+    })?;
+    let record = match value.get("resourceType").and_then(Value::as_str) {
+        Some("Patient") => PatientRecord::new(name.clone(), vec![value], at)
+            .map_err(|e| ScaffoldError::Record(format!("{name}: {e}")))?,
+        Some("Bundle") => input::bundle_from_text(&name, text, at)
+            .map_err(|e| ScaffoldError::Record(format!("{}: {}", e.source, e.message)))?,
+        _ => {
+            return Err(ScaffoldError::Record(format!(
+                "{name}: not a FHIR Bundle or Patient resource"
+            )));
+        }
+    };
+    from_record(cardinal, request, at_text, record)
+}
+
+/// The pinned evaluation time, as written and parsed (default: today).
+fn evaluation_time(
+    request: &NewCase<'_>,
+) -> Result<(String, chrono::DateTime<Utc>), ScaffoldError> {
     let at_text = request
         .at
         .map_or_else(|| Utc::now().format("%Y-%m-%d").to_string(), str::to_owned);
     let at =
         parse_evaluation_time(&at_text).ok_or_else(|| ScaffoldError::BadTime(at_text.clone()))?;
-    let record = read_record(request.from, at)?;
+    Ok((at_text, at))
+}
+
+fn from_record(
+    cardinal: &Cardinal,
+    request: &NewCase<'_>,
+    at_text: String,
+    record: PatientRecord,
+) -> Result<Scaffold, ScaffoldError> {
+    let service = cardinal
+        .service(request.service)
+        .map_err(|_| ScaffoldError::UnknownService(request.service.to_owned()))?;
 
     let hook = service.hook().to_owned();
     let mut context = Map::new();

@@ -187,7 +187,20 @@ pub fn read_bundle(path: &Path, at: DateTime<Utc>) -> Result<PatientRecord, Inpu
     open(path)
         .and_then(|mut r| r.read_to_string(&mut text))
         .map_err(|e| error(format!("cannot read: {e}")))?;
-    let skeleton: Skeleton = serde_json::from_str(&text).map_err(|e| {
+    bundle_from_text(&source_name(path), &text, at)
+}
+
+/// A Bundle's text as one patient, as of `at`; `source` names it in errors.
+pub fn bundle_from_text(
+    source: &str,
+    text: &str,
+    at: DateTime<Utc>,
+) -> Result<PatientRecord, InputError> {
+    let error = |message: String| InputError {
+        source: source.to_owned(),
+        message,
+    };
+    let skeleton: Skeleton = serde_json::from_str(text).map_err(|e| {
         let what = if e.is_data() {
             "not a FHIR Bundle"
         } else {
@@ -213,13 +226,13 @@ pub fn read_bundle(path: &Path, at: DateTime<Utc>) -> Result<PatientRecord, Inpu
         }
         map.insert(format!("urn:uuid:{id}"), local);
     }
-    let text = rewrite_urn_references(&text, &map);
+    let text = rewrite_urn_references(text, &map);
     let resources = match PrefetchValue::from_json(&text, Origin::Prefetch) {
         Ok(PrefetchValue::Bundle(resources)) => resources,
         Ok(_) => return Err(error("not a FHIR Bundle".into())),
         Err(e) => return Err(error(format!("cannot be read: {e}"))),
     };
-    PatientRecord::from_resources(source_name(path), resources, at)
+    PatientRecord::from_resources(source.to_owned(), resources, at)
         .map_err(|e| error(e.to_string()))
 }
 

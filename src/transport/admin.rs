@@ -1,6 +1,8 @@
 //! The operators' listener (`admin_listen`, default `127.0.0.1:9464`): metrics, liveness, readiness
 //! admin calls (rule-set reload over HTTP and gRPC `cardinal.v1.RuleSetAdmin`) and the store's
-//! analytics (`/analytics` page, `/analytics/rules` JSON, gRPC `cardinal.v1.Analytics`). Never on the EHR-facing port, and never exposed to EHRs (in Kubernetes a
+//! analytics (`/analytics` page, `/analytics/rules` JSON, gRPC `cardinal.v1.Analytics`), and with
+//! `serve --dev` the rule-authoring playground (`/playground`). Never on the EHR-facing port, and
+//! never exposed to EHRs (in Kubernetes a
 //! NetworkPolicy limits it to the kubelet's probes and the metrics scraper). Plain HTTP; the
 //! operators' calls are guarded by [`super::admin_guard`], probes and metrics are not.
 
@@ -31,7 +33,9 @@ struct AdminState {
 
 /// Every admin route, in one place: probes and metrics open, operators' calls behind `guard`.
 pub fn router(cardinal: Cardinal, edge: Edge, guard: AdminGuard) -> Router {
-    let operators = Router::new()
+    // The playground writes rule files: only with `serve --dev`, and its calls are operators' calls.
+    let playground = cardinal.config().playground;
+    let mut operators = Router::new()
         .route(
             "/admin/reload",
             post(admin_reload).fallback(method_not_allowed),
@@ -55,13 +59,20 @@ pub fn router(cardinal: Cardinal, edge: Edge, guard: AdminGuard) -> Router {
         .route_service(
             "/cardinal.v1.Analytics/{*method}",
             super::grpc::analytics_service(edge.store().cloned()),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(guard, require_admin));
-    Router::new()
+        );
+    if playground {
+        operators = operators.merge(super::playground::calls(cardinal.clone()));
+    }
+    let operators =
+        operators.route_layer(axum::middleware::from_fn_with_state(guard, require_admin));
+    let mut open = Router::new()
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
-        .route("/readyz", get(readyz).fallback(method_not_allowed))
-        .merge(operators)
+        .route("/readyz", get(readyz).fallback(method_not_allowed));
+    if playground {
+        open = open.merge(super::playground::page());
+    }
+    open.merge(operators)
         .fallback(not_found)
         .with_state(AdminState { cardinal, edge })
 }
@@ -204,6 +215,6 @@ async fn analytics_page(
 
 async fn not_found() -> HttpError {
     HttpError::not_found(
-        "no such admin endpoint (/metrics, /healthz, /readyz, /admin/reload, /admin/rule-set, /analytics, /analytics/rules)",
+        "no such admin endpoint (/metrics, /healthz, /readyz, /admin/reload, /admin/rule-set, /analytics, /analytics/rules; /playground with `serve --dev`)",
     )
 }

@@ -12,6 +12,7 @@ mod grpc_convert;
 pub mod http;
 mod http_error;
 mod observe;
+mod playground;
 mod server;
 mod tls;
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod cdp;
 pub mod fhir_server;
 pub mod jwt;
 pub mod process;
