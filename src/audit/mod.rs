@@ -197,6 +197,9 @@ impl std::fmt::Debug for AuditSink {
 }
 
 /// How often a failing writer tries to open the file again.
+/// How long the writer lets records gather after the first one before writing them.
+const GATHER: Duration = Duration::from_millis(20);
+
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
 impl AuditSink {
@@ -334,7 +337,10 @@ impl Writer {
                 self.health.set(None);
             }
             let Some(record) = record else { continue };
-            // Several records queued: write them together, then flush once.
+            // Let the records of a busy moment queue up without waking this thread for each one
+            // (a wake-up per call costs the cores the calls run on), then write them together and
+            // flush once.
+            std::thread::sleep(GATHER);
             let mut batch = vec![record];
             while let Ok(more) = records.try_recv() {
                 batch.push(more);
