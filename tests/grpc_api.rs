@@ -520,6 +520,15 @@ async fn explain_reports_each_rule_like_the_http_endpoint() {
         .into_inner();
     assert_eq!(report.rules[0].verdict, "not-fired");
     assert_eq!(report.rules[0].failed_condition, "eGFR below 45");
+    // The values it compared, as over HTTP.
+    let stopped = report.rules[0]
+        .conditions
+        .iter()
+        .find(|c| !c.met)
+        .expect("the false condition");
+    let compared = stopped.compared.as_ref().expect("compared values");
+    assert!(compared.left.starts_with("61"), "{compared:?}");
+    assert_eq!((compared.op.as_str(), compared.right.as_str()), ("<", "45"));
     server.stop().await;
 
     // Off by default, as over HTTP.

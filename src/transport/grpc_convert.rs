@@ -324,6 +324,11 @@ pub fn explain_response(
                         name: c.name.clone(),
                         met: c.met,
                         unknown: c.unknown.clone(),
+                        compared: c.compared.as_ref().map(|v| proto::ComparedValues {
+                            left: v.left.clone(),
+                            op: v.op.clone(),
+                            right: v.right.clone(),
+                        }),
                     })
                     .collect(),
                 facts: r.facts.iter().map(fact).collect(),
