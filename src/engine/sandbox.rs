@@ -71,6 +71,11 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
         .set_fail_on_invalid_map_property(false);
     // `eval` would let a rule compile code at run time, outside `cardinal check`.
     engine.disable_symbol("eval");
+    // Rhai's string interner is one lock for the whole engine, taken at run time by string and
+    // array functions; a thread that finds it held sleeps 10 ms. With rules evaluated on every
+    // worker at once that was the p99 of the whole service (a 10 ms step at any load). Without the
+    // interner a few short strings are allocated instead.
+    engine.set_max_strings_interned(0);
     engine.on_progress(|_| run_state::tick());
     // Rule output may contain patient data: it goes to a dedicated target at TRACE level (off by
     // default) and into the run's own record, which `cardinal explain` shows.
