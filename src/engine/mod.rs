@@ -16,6 +16,7 @@ mod sandbox;
 pub use check::{ApiType, ScriptChecker};
 pub use compile::{CompileError, CompiledRule, RuleSource};
 
+pub use api::DataTable;
 pub use outcome::{
     Compared, ConditionCheck, RuleError, RuleErrorKind, RuleMode, RuleOutcome, Verdict,
 };
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use crate::terminology::Terminology;
 
 /// A service's data tables (`[data]` in `service.toml`), by name: read-only JSON shared by its rules.
-pub type DataTables = BTreeMap<String, Arc<serde_json::Value>>;
+pub type DataTables = BTreeMap<String, Arc<DataTable>>;
 
 /// A configured Rhai engine plus everything rules may call. Shared by all requests.
 #[derive(Clone)]

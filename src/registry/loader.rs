@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::engine::{CompileError, DataTables, RuleEngine, RuleSource};
+use crate::engine::{CompileError, DataTable, DataTables, RuleEngine, RuleSource};
 use crate::prefetch::PrefetchPlan;
 
 use super::manifest::Manifest;
@@ -155,7 +155,7 @@ fn parse_manifest(path: &Path, text: &str) -> (Option<Manifest>, Vec<CompileErro
 }
 
 /// JSON data files already read, by path: packs share tables between services.
-type DataCache = HashMap<PathBuf, Arc<Value>>;
+type DataCache = HashMap<PathBuf, Arc<DataTable>>;
 
 fn load_data(
     dir: &Path,
@@ -177,7 +177,7 @@ fn load_data(
         };
         match serde_json::from_str::<Value>(&text) {
             Ok(value) => {
-                let value = Arc::new(value);
+                let value = Arc::new(DataTable::new(value));
                 cache.insert(key, value.clone());
                 loaded.insert(name.clone(), value);
             }

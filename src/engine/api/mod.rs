@@ -19,6 +19,7 @@ mod status;
 mod terminology;
 mod time;
 
+pub use data::DataTable;
 pub(crate) use record::{HookContext, Record};
 pub(crate) use resource::ResourceHandle;
 
