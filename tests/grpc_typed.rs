@@ -234,6 +234,10 @@ async fn typed_answers_match_http(pack: &str) {
         with_cards >= 3,
         "{pack}: only {with_cards} cases with cards"
     );
+    assert!(
+        refusals < count / 2,
+        "{pack}: {refusals} of {count} cases refused"
+    );
     server.stop().await;
 }
 

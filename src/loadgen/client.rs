@@ -230,7 +230,7 @@ impl FirstCards {
 /// A worker's client: one connection of either protocol.
 pub enum Client {
     Http(HttpClient),
-    Grpc(GrpcClient),
+    Grpc(Box<GrpcClient>),
 }
 
 impl Client {
@@ -270,13 +270,13 @@ impl Client {
                         let kind = TransportError::from_io(&e);
                         failed(format!("{}: {e}", kind.as_str()))
                     })?;
-                Ok(Self::Grpc(GrpcClient {
+                Ok(Self::Grpc(Box::new(GrpcClient {
                     addr: target.addr,
                     origin,
                     client: Some(client),
                     plan: Arc::clone(plan),
                     opened: 1,
-                }))
+                })))
             }
         }
     }
