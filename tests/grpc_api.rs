@@ -84,6 +84,7 @@ fn call_request(service_id: &str, body: &Value, evaluation_time: &str) -> proto:
             .map(Value::to_string)
             .unwrap_or_default(),
         evaluation_time: evaluation_time.to_owned(),
+        ..proto::CallHookRequest::default()
     }
 }
 

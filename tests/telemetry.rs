@@ -162,6 +162,7 @@ fn grpc_request(service_id: &str, body: &Value, evaluation_time: &str) -> proto:
             .unwrap_or_default(),
         extension_json: String::new(),
         evaluation_time: evaluation_time.to_owned(),
+        ..proto::CallHookRequest::default()
     }
 }
 

@@ -4,25 +4,30 @@
 //!
 //! HTTP uses hyper's connection-level client (`client::conn::http1`) over a `TcpStream` with
 //! TCP_NODELAY, so a worker owns exactly one connection and every reconnect is seen and counted; a
-//! pooling client would hide both. gRPC uses one tonic `Channel` (one HTTP/2 connection) per worker.
+//! pooling client would hide both. gRPC is the same for HTTP/2: one `h2` connection per worker,
+//! under tonic's generated client (which encodes and decodes the messages). Not tonic's `Channel`:
+//! its `tower::buffer` worker and hyper's per-request tasks put three extra task hand-offs in every
+//! call, which the HTTP client does not pay, and would be measured as the server's latency.
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Frame};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Uri};
+use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
 
 use super::target::Target;
 use super::workload::Workload;
@@ -225,7 +230,7 @@ impl FirstCards {
 /// A worker's client: one connection of either protocol.
 pub enum Client {
     Http(HttpClient),
-    Grpc(GrpcClient),
+    Grpc(Box<GrpcClient>),
 }
 
 impl Client {
@@ -254,18 +259,24 @@ impl Client {
                 }))
             }
             Protocol::Grpc => {
-                let endpoint = Endpoint::from_shared(target.origin())
-                    .map_err(|e| failed(e.to_string()))?
-                    .tcp_nodelay(true)
-                    .connect_timeout(timeout);
-                let channel = endpoint.connect().await.map_err(|e| {
-                    let kind = TransportError::from_chain(&e).unwrap_or(TransportError::Other);
-                    failed(format!("{}: {e}", kind.as_str()))
-                })?;
-                Ok(Self::Grpc(GrpcClient {
-                    client: CdsHooksClient::new(channel),
+                let origin: Uri = target
+                    .origin()
+                    .parse()
+                    .map_err(|_| failed("not a usable origin".into()))?;
+                let client = tokio::time::timeout(timeout, connect_grpc(target.addr, &origin))
+                    .await
+                    .map_err(|_| failed("timed out".into()))?
+                    .map_err(|e| {
+                        let kind = TransportError::from_io(&e);
+                        failed(format!("{}: {e}", kind.as_str()))
+                    })?;
+                Ok(Self::Grpc(Box::new(GrpcClient {
+                    addr: target.addr,
+                    origin,
+                    client: Some(client),
                     plan: Arc::clone(plan),
-                }))
+                    opened: 1,
+                })))
             }
         }
     }
@@ -279,17 +290,18 @@ impl Client {
     }
 
     /// Drops the HTTP connection after a call was abandoned (its answer may still arrive on it).
+    /// An abandoned gRPC call only resets its own stream; the connection stays.
     pub fn reset(&mut self) {
         if let Self::Http(c) = self {
             c.sender = None;
         }
     }
 
-    /// Connections this client opened (HTTP; a gRPC channel reconnects by itself, unseen).
+    /// Connections this client opened.
     pub fn connections_opened(&self) -> u64 {
         match self {
             Self::Http(c) => c.opened,
-            Self::Grpc(_) => 1,
+            Self::Grpc(c) => c.opened,
         }
     }
 }
@@ -493,15 +505,149 @@ fn check_json(body: &[u8], first: &FirstCards) -> (Cards, Option<String>) {
     (first.compare(cards), diagnostic)
 }
 
-/// A gRPC worker: one channel.
+/// Opens one HTTP/2 connection for gRPC; its driver runs as a task until the connection closes.
+pub async fn connect_grpc(
+    addr: SocketAddr,
+    origin: &Uri,
+) -> io::Result<CdsHooksClient<H2Connection>> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    // Windows far above a call's size: no WINDOW_UPDATE round trips in a run.
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(H2_WINDOW)
+        .initial_connection_window_size(H2_WINDOW)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .map_err(h2_io_error)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let sender = sender.ready().await.map_err(h2_io_error)?;
+    Ok(CdsHooksClient::with_origin(
+        H2Connection { sender },
+        origin.clone(),
+    ))
+}
+
+/// The receive windows of the generator's HTTP/2 connections (stream and connection).
+const H2_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// An `h2` error as the I/O error that describes it, so a failure is classified like HTTP's.
+fn h2_io_error(error: h2::Error) -> io::Error {
+    if error.is_go_away() {
+        io::Error::new(io::ErrorKind::UnexpectedEof, error)
+    } else if error.is_reset() {
+        io::Error::new(io::ErrorKind::ConnectionReset, error)
+    } else if error.is_io() {
+        error
+            .into_io()
+            .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error"))
+    } else {
+        io::Error::other(error)
+    }
+}
+
+/// One HTTP/2 connection as tonic's client transport: a call opens a stream on it directly.
+#[derive(Clone)]
+pub struct H2Connection {
+    sender: h2::client::SendRequest<Bytes>,
+}
+
+/// A call's answer, once its headers are in.
+type H2ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<H2Body>, tonic::codegen::StdError>> + Send>>;
+
+impl tonic::client::GrpcService<tonic::body::Body> for H2Connection {
+    type ResponseBody = H2Body;
+    type Error = tonic::codegen::StdError;
+    type Future = H2ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.sender
+            .poll_ready(cx)
+            .map_err(|e| h2_io_error(e).into())
+    }
+
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        // The headers go now, on the stream `poll_ready` made room for; the body follows.
+        let opened = self
+            .sender
+            .send_request(Request::from_parts(parts, ()), false);
+        Box::pin(async move {
+            let (response, mut stream) = opened.map_err(h2_io_error)?;
+            // A unary request's body is one encoded message, ready at once.
+            let data = body.collect().await?.to_bytes();
+            stream.send_data(data, true).map_err(h2_io_error)?;
+            let response = response.await.map_err(h2_io_error)?;
+            Ok(response.map(|recv| H2Body {
+                recv,
+                data_done: false,
+            }))
+        })
+    }
+}
+
+/// A response body read from its `h2` stream: the data, then the trailers (gRPC's status).
+pub struct H2Body {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl hyper::body::Body for H2Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Read: the server may send that much more.
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(h2_io_error(e)))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(h2_io_error(e)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+/// A gRPC worker: one HTTP/2 connection, reopened when it breaks.
 pub struct GrpcClient {
-    client: CdsHooksClient<Channel>,
+    addr: SocketAddr,
+    origin: Uri,
+    client: Option<CdsHooksClient<H2Connection>>,
     plan: Arc<CallPlan>,
+    opened: u64,
 }
 
 impl GrpcClient {
     async fn call(&mut self) -> Outcome {
-        match self.client.call_hook(self.plan.grpc_request()).await {
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => match connect_grpc(self.addr, &self.origin).await {
+                Ok(client) => {
+                    self.opened += 1;
+                    self.client.insert(client)
+                }
+                Err(e) => return Outcome::Failed(TransportError::from_io(&e)),
+            },
+        };
+        match client.call_hook(self.plan.grpc_request()).await {
             Ok(response) => {
                 let response = response.into_inner();
                 let cards = response
@@ -518,17 +664,21 @@ impl GrpcClient {
                         .map(|d| diagnostic_key(&d.rule_id, &d.kind)),
                 }
             }
-            // A status with a source was made by the client from a transport failure; one without
-            // came from the server.
+            // A status with a source was made by the client from a transport failure (the
+            // connection is dropped, and reopened by the next call); one without came from the
+            // server.
             Err(status) => match status.source() {
-                Some(source) => Outcome::Failed(TransportError::from_chain(source).unwrap_or(
-                    match status.code() {
-                        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-                            TransportError::Timeout
-                        }
-                        _ => TransportError::Other,
-                    },
-                )),
+                Some(source) => {
+                    self.client = None;
+                    Outcome::Failed(TransportError::from_chain(source).unwrap_or(
+                        match status.code() {
+                            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+                                TransportError::Timeout
+                            }
+                            _ => TransportError::Other,
+                        },
+                    ))
+                }
                 None => Outcome::Answered {
                     status: Status::Grpc(status.code()),
                     cards: Cards::NotChecked,

@@ -4,7 +4,7 @@
 //! Why one in the repo rather than wrk or ghz: the numbers must mean the same thing on every machine
 //! and in every change, for both transports, and a clinical service needs more than latency. So it
 //! - speaks HTTP/JSON (one hyper HTTP/1.1 connection per worker, no pooling it cannot see) and gRPC
-//!   (one tonic channel, so one HTTP/2 connection, per worker);
+//!   (one HTTP/2 connection per worker, with the typed context: see [`client`]);
 //! - runs a closed loop (N workers: send, wait, repeat) or a fixed-rate open model whose latency is
 //!   measured from each request's *scheduled* send time, so a stalled server is charged for the
 //!   requests it kept from being sent (no coordinated omission);

@@ -1,6 +1,7 @@
 //! What every request of a run carries, built once before the run so that the generator spends its
 //! time sending, not serializing: the JSON body for HTTP and the `CallHookRequest` for gRPC, mapped
-//! the way the server's `transport/grpc_convert.rs` maps it back.
+//! the way the server's `transport/grpc_convert.rs` maps it back (a standard hook's context typed, the
+//! prefetch as bytes: the fast path a gRPC caller should take).
 //!
 //! The request file is a CDS Hooks request, or a rule test case (`rules/*/tests/*.json`), read with
 //! the `cardinal test` reader, whose `service` and `evaluation_time` become the defaults: the opioid
@@ -14,6 +15,7 @@ use serde_json::Value;
 use super::BenchError;
 use crate::evaluator::parse_evaluation_time;
 use crate::proto;
+use crate::proto::call_hook_request::TypedContext;
 use crate::rule_tests::TestCase;
 
 /// One request, ready to send over either transport.
@@ -91,8 +93,10 @@ impl Workload {
     }
 }
 
-/// The `CallHookRequest` the server turns back into this JSON request.
-fn grpc_request(
+/// The `CallHookRequest` the server turns back into this JSON request: a standard hook's context
+/// typed (when it holds only that hook's fields, as strings, a list of strings and a Bundle), any
+/// other context as `context_json`, and the prefetch as bytes.
+pub fn grpc_request(
     request: &Value,
     service: &str,
     evaluation_time: Option<&str>,
@@ -119,27 +123,119 @@ fn grpc_request(
                 subject: field(auth, "subject"),
                 patient: field(auth, "patient"),
             });
-    let prefetch_json = request
+    let prefetch = request
         .get("prefetch")
         .and_then(Value::as_object)
         .map(|prefetch| {
             prefetch
                 .iter()
-                .map(|(key, value)| (key.clone(), value.to_string()))
+                .map(|(key, value)| (key.clone(), value.to_string().into_bytes()))
                 .collect()
         })
         .unwrap_or_default();
+    let hook = text("hook");
+    let typed_context = request
+        .get("context")
+        .and_then(|context| typed_context(&hook, context));
     proto::CallHookRequest {
         service_id: service.to_owned(),
-        hook: text("hook"),
         hook_instance: text("hookInstance"),
         fhir_server: text("fhirServer"),
         fhir_authorization,
-        context_json: json("context"),
-        prefetch_json,
+        context_json: if typed_context.is_some() {
+            String::new()
+        } else {
+            json("context")
+        },
+        typed_context,
+        hook,
+        prefetch,
         extension_json: json("extension"),
         evaluation_time: evaluation_time.unwrap_or_default().to_owned(),
+        ..proto::CallHookRequest::default()
     }
+}
+
+/// A standard hook's context as its typed message, or `None` when the typed message cannot say the
+/// same (a custom hook, another field, a value of another type, an empty string or list, `null`):
+/// such a context goes as JSON, so the server sees exactly the request given.
+pub fn typed_context(hook: &str, context: &Value) -> Option<TypedContext> {
+    let context = context.as_object()?;
+    let (fields, bundle): (&[&str], Option<&str>) = match hook {
+        "patient-view" | "encounter-start" | "encounter-discharge" => (&[], None),
+        "order-select" => (&["selections"], Some("draftOrders")),
+        "order-sign" => (&[], Some("draftOrders")),
+        "appointment-book" => (&[], Some("appointments")),
+        _ => return None,
+    };
+    let known = |key: &str| {
+        matches!(key, "userId" | "patientId" | "encounterId")
+            || fields.contains(&key)
+            || bundle == Some(key)
+    };
+    if !context.keys().all(|key| known(key)) {
+        return None;
+    }
+    // A present string must be non-empty: an empty one would read as absent.
+    let id = |key: &str| -> Option<String> {
+        match context.get(key) {
+            None => Some(String::new()),
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(_) => None,
+        }
+    };
+    let (user_id, patient_id, encounter_id) = (id("userId")?, id("patientId")?, id("encounterId")?);
+    let bundle_bytes = match bundle.and_then(|key| context.get(key)) {
+        None => Vec::new(),
+        Some(Value::Null) => return None,
+        Some(value) => value.to_string().into_bytes(),
+    };
+    Some(match hook {
+        "patient-view" => TypedContext::PatientView(proto::PatientViewContext {
+            user_id,
+            patient_id,
+            encounter_id,
+        }),
+        "encounter-start" => TypedContext::EncounterStart(proto::EncounterContext {
+            user_id,
+            patient_id,
+            encounter_id,
+        }),
+        "encounter-discharge" => TypedContext::EncounterDischarge(proto::EncounterContext {
+            user_id,
+            patient_id,
+            encounter_id,
+        }),
+        "order-select" => {
+            let selections = match context.get("selections") {
+                None => Vec::new(),
+                Some(Value::Array(items)) if !items.is_empty() => items
+                    .iter()
+                    .map(|item| item.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()?,
+                Some(_) => return None,
+            };
+            TypedContext::OrderSelect(proto::OrderSelectContext {
+                user_id,
+                patient_id,
+                encounter_id,
+                selections,
+                draft_orders: bundle_bytes,
+            })
+        }
+        "order-sign" => TypedContext::OrderSign(proto::OrderSignContext {
+            user_id,
+            patient_id,
+            encounter_id,
+            draft_orders: bundle_bytes,
+        }),
+        _ => TypedContext::AppointmentBook(proto::AppointmentBookContext {
+            user_id,
+            patient_id,
+            encounter_id,
+            appointments: bundle_bytes,
+        }),
+    })
 }
 
 fn field(object: &Value, key: &str) -> String {
@@ -172,13 +268,52 @@ mod tests {
         assert_eq!(msg.service_id, "svc");
         assert_eq!(msg.hook, "order-sign");
         assert_eq!(msg.hook_instance, "h-1");
-        assert_eq!(msg.context_json, r#"{"patientId":"p"}"#);
+        assert!(msg.context_json.is_empty());
         assert_eq!(
-            msg.prefetch_json.get("none").map(String::as_str),
-            Some("null")
+            msg.typed_context,
+            Some(TypedContext::OrderSign(proto::OrderSignContext {
+                patient_id: "p".into(),
+                ..proto::OrderSignContext::default()
+            }))
         );
-        assert!(msg.prefetch_json.contains_key("patient"));
+        assert_eq!(
+            msg.prefetch.get("none").map(Vec::as_slice),
+            Some(b"null".as_slice())
+        );
+        assert!(msg.prefetch.contains_key("patient"));
+        assert!(msg.prefetch_json.is_empty());
         assert!(msg.extension_json.is_empty());
         assert_eq!(msg.evaluation_time, "2023-05-01");
+    }
+
+    #[test]
+    fn a_context_the_typed_message_cannot_say_goes_as_json() {
+        for (hook, context) in [
+            ("my-custom-hook", json!({"userId": "Practitioner/1"})),
+            (
+                "patient-view",
+                json!({"userId": "Practitioner/1", "extra": 1}),
+            ),
+            ("patient-view", json!({"userId": "", "patientId": "p"})),
+            ("patient-view", json!({"userId": 7, "patientId": "p"})),
+            ("order-select", json!({"patientId": "p", "selections": []})),
+            ("order-select", json!({"patientId": "p", "selections": [1]})),
+            ("order-sign", json!({"patientId": "p", "draftOrders": null})),
+            ("patient-view", json!(["not", "an", "object"])),
+        ] {
+            let request = json!({"hook": hook, "hookInstance": "h", "context": context});
+            let msg = grpc_request(&request, "svc", None);
+            assert!(msg.typed_context.is_none(), "{hook}: {context}");
+            assert_eq!(msg.context_json, context.to_string());
+        }
+        let request = json!({"hook": "order-select", "hookInstance": "h", "context": {
+            "userId": "Practitioner/1", "patientId": "p", "selections": ["MedicationRequest/m"],
+            "draftOrders": {"resourceType": "Bundle"}}});
+        let msg = grpc_request(&request, "svc", None);
+        let Some(TypedContext::OrderSelect(context)) = msg.typed_context else {
+            panic!("order-select is typed");
+        };
+        assert_eq!(context.selections, ["MedicationRequest/m"]);
+        assert_eq!(context.draft_orders, br#"{"resourceType":"Bundle"}"#);
     }
 }

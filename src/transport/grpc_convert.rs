@@ -1,6 +1,7 @@
 //! Between the CDS Hooks model and the protobuf messages. Incoming messages are rebuilt as the JSON
 //! the HTTP transport would have received and validated by the same code, so both transports accept
-//! and refuse exactly the same requests.
+//! and refuse exactly the same requests. A typed context becomes the JSON context it stands for; FHIR
+//! resources (prefetch, draft orders) are read from their JSON text by the same readers as HTTP's.
 
 use serde_json::{Map, Value};
 
@@ -10,11 +11,16 @@ use crate::cds_hooks::{
     Indicator, Prefetch, PrefetchValue, RequestError, SelectionBehavior, excerpt,
 };
 use crate::evaluator::{CallOptions, parse_evaluation_time};
-use crate::fhir::{Origin, ReadError};
+use crate::fhir::{MAX_JSON_DEPTH, Origin, ReadError, TooDeep, nests_deeper_than};
 use crate::proto;
 
 fn non_empty(s: &str) -> Option<Value> {
     (!s.is_empty()).then(|| Value::String(s.to_owned()))
+}
+
+/// Like [`non_empty`], taking the string.
+fn non_empty_owned(s: String) -> Option<Value> {
+    (!s.is_empty()).then_some(Value::String(s))
 }
 
 pub fn hook_request(
@@ -42,11 +48,30 @@ pub fn hook_request(
         }
         obj.insert("fhirAuthorization".into(), Value::Object(a));
     }
-    if !msg.context_json.is_empty() {
-        obj.insert(
-            "context".into(),
-            json_field("context_json", &msg.context_json)?,
-        );
+    match (msg.typed_context, msg.context_json.is_empty()) {
+        (Some(_), false) => {
+            return Err(RequestError::Invalid(
+                "send the context as `context_json` or as a typed context, not both".into(),
+            ));
+        }
+        (Some(typed), true) => {
+            let (hook, context) = typed_context(typed)?;
+            // A typed context names its hook; a request for another hook is refused here, before
+            // the context is checked against the wrong hook's fields.
+            if !msg.hook.is_empty() && msg.hook != hook {
+                return Err(RequestError::Invalid(format!(
+                    "the typed context is the context of hook `{hook}`, and `hook` names another"
+                )));
+            }
+            obj.insert("context".into(), Value::Object(context));
+        }
+        (None, false) => {
+            obj.insert(
+                "context".into(),
+                json_field("context_json", &msg.context_json)?,
+            );
+        }
+        (None, true) => {}
     }
     if !msg.extension_json.is_empty() {
         obj.insert(
@@ -56,18 +81,20 @@ pub fn hook_request(
     }
     let mut prefetch = Prefetch::new();
     for (key, text) in &msg.prefetch_json {
-        // The key is the caller's: a message quotes only a bounded, printable prefix of it.
-        let value = PrefetchValue::from_json(text, Origin::Prefetch).map_err(|e| match e {
-            ReadError::TooDeep(why) => RequestError::TooDeep {
-                field: format!("prefetch_json[{}]", excerpt(key)),
-                why,
-            },
-            ReadError::Invalid { line, column } => RequestError::Invalid(format!(
-                "`prefetch_json[{}]` must be a FHIR resource, a Bundle or null (line {line}, column {column})",
-                excerpt(key)
-            )),
-        })?;
+        let value = prefetch_value("prefetch_json", key, text)?;
         prefetch.insert(key.clone(), value);
+    }
+    for (key, bytes) in msg.prefetch {
+        // The key is the caller's: a message quotes only a bounded, printable prefix of it.
+        if prefetch.contains_key(&key) {
+            return Err(RequestError::Invalid(format!(
+                "prefetch key `{}` is in both `prefetch_json` and `prefetch`",
+                excerpt(&key)
+            )));
+        }
+        let text = utf8(&format!("prefetch[{}]", excerpt(&key)), &bytes)?;
+        let value = prefetch_value("prefetch", &key, text)?;
+        prefetch.insert(key, value);
     }
     let request = HookRequest::from_parts(obj, prefetch)?;
     let evaluation_time = if msg.evaluation_time.is_empty() {
@@ -86,6 +113,110 @@ pub fn hook_request(
             ..CallOptions::default()
         },
     ))
+}
+
+/// One prefetch answer, read by the same one-pass FHIR reader as the HTTP body's `prefetch`.
+fn prefetch_value(map: &str, key: &str, text: &str) -> Result<PrefetchValue, RequestError> {
+    // The key is the caller's: a message quotes only a bounded, printable prefix of it.
+    PrefetchValue::from_json(text, Origin::Prefetch).map_err(|e| match e {
+        ReadError::TooDeep(why) => RequestError::TooDeep {
+            field: format!("{map}[{}]", excerpt(key)),
+            why,
+        },
+        ReadError::Invalid { line, column } => RequestError::Invalid(format!(
+            "`{map}[{}]` must be a FHIR resource, a Bundle or null (line {line}, column {column})",
+            excerpt(key)
+        )),
+    })
+}
+
+/// The text of a `bytes` field that carries JSON, checked once here (prost does not check bytes).
+fn utf8<'a>(field: &str, bytes: &'a [u8]) -> Result<&'a str, RequestError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        RequestError::Invalid(format!(
+            "`{field}` is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })
+}
+
+/// The JSON context a typed context stands for, and the hook it belongs to. Empty strings, lists and
+/// bytes are absent fields; [`crate::cds_hooks::context::validate`] then checks the context exactly
+/// as it checks an HTTP request's.
+fn typed_context(
+    typed: proto::call_hook_request::TypedContext,
+) -> Result<(&'static str, Map<String, Value>), RequestError> {
+    use proto::call_hook_request::TypedContext;
+    let mut context = Map::new();
+    let mut ids = |user_id: String, patient_id: String, encounter_id: String| {
+        for (name, value) in [
+            ("userId", user_id),
+            ("patientId", patient_id),
+            ("encounterId", encounter_id),
+        ] {
+            if let Some(v) = non_empty_owned(value) {
+                context.insert(name.into(), v);
+            }
+        }
+    };
+    let (hook, bundle) = match typed {
+        TypedContext::PatientView(c) => {
+            ids(c.user_id, c.patient_id, c.encounter_id);
+            ("patient-view", None)
+        }
+        TypedContext::OrderSelect(c) => {
+            ids(c.user_id, c.patient_id, c.encounter_id);
+            if !c.selections.is_empty() {
+                let selections = c.selections.into_iter().map(Value::String).collect();
+                context.insert("selections".into(), Value::Array(selections));
+            }
+            (
+                "order-select",
+                Some(("draftOrders", "order_select.draft_orders", c.draft_orders)),
+            )
+        }
+        TypedContext::OrderSign(c) => {
+            ids(c.user_id, c.patient_id, c.encounter_id);
+            (
+                "order-sign",
+                Some(("draftOrders", "order_sign.draft_orders", c.draft_orders)),
+            )
+        }
+        TypedContext::EncounterStart(c) => {
+            ids(c.user_id, c.patient_id, c.encounter_id);
+            ("encounter-start", None)
+        }
+        TypedContext::EncounterDischarge(c) => {
+            ids(c.user_id, c.patient_id, c.encounter_id);
+            ("encounter-discharge", None)
+        }
+        TypedContext::AppointmentBook(c) => {
+            ids(c.user_id, c.patient_id, c.encounter_id);
+            (
+                "appointment-book",
+                Some((
+                    "appointments",
+                    "appointment_book.appointments",
+                    c.appointments,
+                )),
+            )
+        }
+    };
+    if let Some((name, field, bytes)) = bundle
+        && !bytes.is_empty()
+    {
+        let text = utf8(field, &bytes)?;
+        // The depth limit is the JSON context's, which counts the context object itself: the same
+        // Bundle is refused, with the same words, over both transports.
+        if nests_deeper_than(text, MAX_JSON_DEPTH - 1) {
+            return Err(RequestError::TooDeep {
+                field: "context".into(),
+                why: TooDeep::Json,
+            });
+        }
+        context.insert(name.into(), json_field(field, text)?);
+    }
+    Ok((hook, context))
 }
 
 pub fn discovery(d: &Discovery) -> proto::DiscoverResponse {
@@ -455,5 +586,280 @@ pub fn rule_analytics_response(
             .collect(),
         drift_factor: analytics.drift_factor,
         drift_baseline_days: analytics.drift_baseline_days,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::cds_hooks::context;
+    use crate::proto::call_hook_request::TypedContext;
+
+    /// Stands for patient data: no refusal may quote it.
+    const SECRET: &str = "SECRET-PATIENT-4711";
+
+    /// JSON-ish bytes: arbitrary bytes, truncated or deep JSON, resources, Bundles, other values, all
+    /// carrying [`SECRET`].
+    fn json_bytes() -> BoxedStrategy<Vec<u8>> {
+        let bundle = format!(
+            r#"{{"resourceType": "Bundle", "entry": [{{"resource": {{"resourceType": "MedicationRequest", "id": "{SECRET}"}}}}]}}"#
+        );
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            Just(bundle.clone().into_bytes()),
+            (0..bundle.len()).prop_map(move |cut| bundle.as_bytes()[..cut].to_vec()),
+            (0usize..300).prop_map(|depth| format!(
+                "{}\"{SECRET}\"{}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+            .into_bytes()),
+            Just(format!(r#"{{"resourceType": "Bundle", "entry": "{SECRET}"}}"#).into_bytes()),
+            Just(format!(r#"{{"resourceType": "Patient", "id": "{SECRET}"}}"#).into_bytes()),
+            Just(b"null".to_vec()),
+            Just(format!("\"{SECRET}\"").into_bytes()),
+            Just(vec![b'{', 0xff, 0xfe, b'}']),
+        ]
+        .boxed()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(SECRET.to_owned()),
+            Just(format!("Patient/{SECRET}")),
+            Just(format!("{SECRET}/")),
+            ".{0,12}",
+        ]
+        .boxed()
+    }
+
+    fn ids() -> impl Strategy<Value = (String, String, String)> {
+        (text(), text(), text())
+    }
+
+    fn typed_context() -> BoxedStrategy<TypedContext> {
+        prop_oneof![
+            ids().prop_map(|(user_id, patient_id, encounter_id)| {
+                TypedContext::PatientView(proto::PatientViewContext {
+                    user_id,
+                    patient_id,
+                    encounter_id,
+                })
+            }),
+            (ids(), proptest::collection::vec(text(), 0..3), json_bytes()).prop_map(
+                |((user_id, patient_id, encounter_id), selections, draft_orders)| {
+                    TypedContext::OrderSelect(proto::OrderSelectContext {
+                        user_id,
+                        patient_id,
+                        encounter_id,
+                        selections,
+                        draft_orders,
+                    })
+                }
+            ),
+            (ids(), json_bytes()).prop_map(
+                |((user_id, patient_id, encounter_id), draft_orders)| {
+                    TypedContext::OrderSign(proto::OrderSignContext {
+                        user_id,
+                        patient_id,
+                        encounter_id,
+                        draft_orders,
+                    })
+                }
+            ),
+            ids().prop_map(|(user_id, patient_id, encounter_id)| {
+                TypedContext::EncounterStart(proto::EncounterContext {
+                    user_id,
+                    patient_id,
+                    encounter_id,
+                })
+            }),
+            ids().prop_map(|(user_id, patient_id, encounter_id)| {
+                TypedContext::EncounterDischarge(proto::EncounterContext {
+                    user_id,
+                    patient_id,
+                    encounter_id,
+                })
+            }),
+            (ids(), json_bytes()).prop_map(
+                |((user_id, patient_id, encounter_id), appointments)| {
+                    TypedContext::AppointmentBook(proto::AppointmentBookContext {
+                        user_id,
+                        patient_id,
+                        encounter_id,
+                        appointments,
+                    })
+                }
+            ),
+        ]
+        .boxed()
+    }
+
+    fn hook() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(context::STANDARD_HOOKS).prop_map(str::to_owned),
+            Just(String::new()),
+            Just(SECRET.to_owned()),
+        ]
+    }
+
+    proptest! {
+        // Any typed context, any prefetch bytes, any hook: a request or a refusal that quotes
+        // nothing of the input, never a panic; an accepted context then passes or fails the hook's
+        // check, again without a panic.
+        #[test]
+        fn any_typed_input_is_read_or_refused_cleanly(
+            hook in hook(),
+            typed in proptest::option::of(typed_context()),
+            context_json in prop_oneof![Just(String::new()), Just(format!(r#"{{"patientId": "{SECRET}"}}"#))],
+            prefetch in proptest::collection::hash_map("[a-z]{1,6}", json_bytes(), 0..3),
+            prefetch_json in proptest::collection::hash_map("[a-z]{1,6}", Just(format!(r#"{{"resourceType": "Patient", "id": "{SECRET}"}}"#)), 0..2),
+        ) {
+            let message = proto::CallHookRequest {
+                service_id: "svc".into(),
+                hook,
+                hook_instance: "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea".into(),
+                context_json,
+                typed_context: typed,
+                prefetch,
+                prefetch_json,
+                ..proto::CallHookRequest::default()
+            };
+            match hook_request(message) {
+                Ok((request, _)) => {
+                    if let Err(e) = context::validate(&request.hook, &request.context) {
+                        prop_assert!(!e.to_string().contains(SECRET), "{e}");
+                    }
+                }
+                Err(e) => prop_assert!(!e.to_string().contains(SECRET), "{e}"),
+            }
+        }
+
+        // A typed context reads as exactly the request its JSON reads as over HTTP.
+        #[test]
+        fn a_typed_context_is_the_json_context(
+            typed in typed_context(),
+            prefetch in proptest::collection::btree_map("[a-z]{1,6}", json_bytes(), 0..3),
+        ) {
+            let Some((hook, json_context)) = equivalent_json(&typed) else {
+                // A Bundle that is not JSON: the HTTP body would not be JSON either.
+                let message = proto::CallHookRequest {
+                    hook: "order-sign".into(),
+                    hook_instance: "h".into(),
+                    typed_context: Some(typed),
+                    ..proto::CallHookRequest::default()
+                };
+                prop_assert!(hook_request(message).is_err());
+                return Ok(());
+            };
+            let body = json!({
+                "hook": hook,
+                "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                "context": json_context,
+            });
+            let mut body_text = serde_json::to_string(&body).unwrap();
+            // The prefetch as an EHR would send it: the same bytes, inside the body.
+            if prefetch.values().all(|v| std::str::from_utf8(v).is_ok()) {
+                let entries: Vec<String> = prefetch
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\": {}", String::from_utf8_lossy(v)))
+                    .collect();
+                body_text.pop();
+                body_text.push_str(&format!(", \"prefetch\": {{{}}}}}", entries.join(", ")));
+            } else {
+                return Ok(());
+            }
+            let over_http = HookRequest::from_json_bytes(body_text.as_bytes());
+            let message = proto::CallHookRequest {
+                hook: hook.to_owned(),
+                hook_instance: "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea".into(),
+                typed_context: Some(typed),
+                prefetch: prefetch.into_iter().collect(),
+                ..proto::CallHookRequest::default()
+            };
+            let over_grpc = hook_request(message).map(|(request, _)| request);
+            match (over_http, over_grpc) {
+                (Ok(http), Ok(grpc)) => {
+                    prop_assert_eq!(&http.hook, &grpc.hook);
+                    prop_assert_eq!(&http.context, &grpc.context);
+                    prop_assert_eq!(prefetch_texts(&http.prefetch), prefetch_texts(&grpc.prefetch));
+                    prop_assert_eq!(
+                        context::validate(&http.hook, &http.context),
+                        context::validate(&grpc.hook, &grpc.context)
+                    );
+                }
+                // Each transport names the field its own way; both refuse.
+                (Err(_), Err(_)) => {}
+                (http, grpc) => prop_assert!(false, "HTTP {:?} vs gRPC {:?}", http.err(), grpc.err()),
+            }
+        }
+    }
+
+    /// The hook and JSON context a typed context stands for (empty = absent); `None` when its
+    /// Bundle is not JSON.
+    fn equivalent_json(typed: &TypedContext) -> Option<(&'static str, Value)> {
+        let mut context = serde_json::Map::new();
+        let mut ids = |u: &str, p: &str, e: &str| {
+            for (k, v) in [("userId", u), ("patientId", p), ("encounterId", e)] {
+                if !v.is_empty() {
+                    context.insert(k.into(), Value::String(v.to_owned()));
+                }
+            }
+        };
+        let (hook, bundle) = match typed {
+            TypedContext::PatientView(c) => {
+                ids(&c.user_id, &c.patient_id, &c.encounter_id);
+                ("patient-view", None)
+            }
+            TypedContext::EncounterStart(c) => {
+                ids(&c.user_id, &c.patient_id, &c.encounter_id);
+                ("encounter-start", None)
+            }
+            TypedContext::EncounterDischarge(c) => {
+                ids(&c.user_id, &c.patient_id, &c.encounter_id);
+                ("encounter-discharge", None)
+            }
+            TypedContext::OrderSelect(c) => {
+                ids(&c.user_id, &c.patient_id, &c.encounter_id);
+                if !c.selections.is_empty() {
+                    context.insert("selections".into(), json!(c.selections));
+                }
+                ("order-select", Some(("draftOrders", &c.draft_orders)))
+            }
+            TypedContext::OrderSign(c) => {
+                ids(&c.user_id, &c.patient_id, &c.encounter_id);
+                ("order-sign", Some(("draftOrders", &c.draft_orders)))
+            }
+            TypedContext::AppointmentBook(c) => {
+                ids(&c.user_id, &c.patient_id, &c.encounter_id);
+                ("appointment-book", Some(("appointments", &c.appointments)))
+            }
+        };
+        if let Some((name, bytes)) = bundle
+            && !bytes.is_empty()
+        {
+            context.insert(name.into(), serde_json::from_slice::<Value>(bytes).ok()?);
+        }
+        Some((hook, Value::Object(context)))
+    }
+
+    fn prefetch_texts(prefetch: &Prefetch) -> Vec<(String, Vec<String>)> {
+        prefetch
+            .iter()
+            .map(|(key, value)| {
+                let texts = match value {
+                    PrefetchValue::Null => vec!["null".to_owned()],
+                    PrefetchValue::Resource(r) => vec![r.text().to_owned()],
+                    PrefetchValue::Bundle(entries) => {
+                        entries.iter().map(|r| r.text().to_owned()).collect()
+                    }
+                };
+                (key.clone(), texts)
+            })
+            .collect()
     }
 }
