@@ -276,6 +276,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         /// The shortcut never hides what the precise scan would find.
         #[test]
         fn the_shortcut_agrees_with_the_precise_scan(
