@@ -91,6 +91,8 @@ pub struct Evaluation {
     pub disagreements: Vec<Disagreement>,
     /// Cards held back because the patient saw them within their rule's window.
     pub suppressed: Vec<SuppressedCard>,
+    /// Prefetch keys sent that the service does not declare, so its rules did not see.
+    pub ignored_prefetch: Vec<String>,
     /// The rule set that produced it.
     pub rule_set: Arc<RuleSet>,
     pub evaluated_at: DateTime<Utc>,
@@ -506,6 +508,7 @@ impl Cardinal {
             .get("patientId")
             .and_then(Value::as_str)
             .map(str::to_owned);
+        let ignored_prefetch = request.ignored_prefetch;
         let patient = PatientContext::build(request.context, request.prefetch);
         let input = RuleInput {
             patient,
@@ -574,6 +577,7 @@ impl Cardinal {
             outcomes,
             disagreements,
             suppressed,
+            ignored_prefetch,
             rule_set: rule_set.clone(),
             evaluated_at: now,
             duration: started.elapsed(),

@@ -130,6 +130,10 @@ pub struct ExplainReport {
     /// Cards held back: the patient saw them within their rule's `suppress_repeat_hours`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppressed: Vec<SuppressedCard>,
+    /// Prefetch keys the request sent that the service does not declare: its rules did not see
+    /// them (CDS Hooks: a service uses only the prefetch it declared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_prefetch: Vec<String>,
 }
 
 impl RuleReport {
@@ -295,6 +299,7 @@ impl ExplainReport {
             cards: evaluation.response.cards.clone(),
             disagreements: evaluation.disagreements.clone(),
             suppressed: evaluation.suppressed.clone(),
+            ignored_prefetch: evaluation.ignored_prefetch.clone(),
         }
     }
 
@@ -340,6 +345,18 @@ impl fmt::Display for ExplainReport {
             plural(errors, "error"),
             plural(self.cards.len(), "card")
         )?;
+        if !self.ignored_prefetch.is_empty() {
+            let keys: Vec<String> = self
+                .ignored_prefetch
+                .iter()
+                .map(|k| crate::cds_hooks::excerpt(k))
+                .collect();
+            writeln!(
+                f,
+                "prefetch ignored (not declared by the service, so not read): {}",
+                keys.join(", ")
+            )?;
+        }
         for rule in &self.rules {
             writeln!(f)?;
             let file = rule

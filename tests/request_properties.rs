@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use cardinal::cds_hooks::HookRequest;
 use cardinal::config::Config;
 use cardinal::evaluator::{CallOptions, Cardinal};
+use cardinal::fhir::PrefetchValue;
 use common::{TestServer, project_path, request_fixture};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -227,21 +228,127 @@ fn odd_dated_request() -> impl Strategy<Value = (&'static str, Value)> {
     })
 }
 
-/// In-process: parse, then evaluate. Refusals must be 4xx; evaluation must not fail internally.
+/// In-process: parse (reading every prefetch key, and as the HTTP transport does for `service`),
+/// then evaluate. Refusals must be 4xx; evaluation must not fail internally. A body the full read
+/// accepts, the service's read accepts too, with the same answers for the keys it declares.
 fn check_in_process(service: &str, body: &[u8]) -> Result<(), TestCaseError> {
+    let reads = cardinal().service(service).map(|s| s.prefetch.reads());
+    let reads = reads.unwrap_or_else(|e| panic!("{e}"));
+    let declared = HookRequest::from_json_bytes_for(body, &reads);
     let Ok(request) = HookRequest::from_json_bytes(body) else {
         return Ok(());
     };
-    match cardinal().evaluate(service, request, CallOptions::default()) {
-        Ok(evaluation) => {
-            prop_assert!(serde_json::to_vec(&evaluation.response).is_ok());
-        }
-        Err(e) => {
-            let status = e.http_status();
-            prop_assert!((400..500).contains(&status), "{status}: {e}");
+    let Ok(declared) = declared else {
+        return Err(TestCaseError::fail(format!(
+            "read in full but refused for {service}: {:?}",
+            declared.err()
+        )));
+    };
+    for (key, value) in &declared.prefetch {
+        prop_assert_eq!(
+            answer_texts(value),
+            request
+                .prefetch
+                .get(key)
+                .map(answer_texts)
+                .unwrap_or_default()
+        );
+    }
+    for request in [request, declared] {
+        match cardinal().evaluate(service, request, CallOptions::default()) {
+            Ok(evaluation) => {
+                prop_assert!(serde_json::to_vec(&evaluation.response).is_ok());
+            }
+            Err(e) => {
+                let status = e.http_status();
+                prop_assert!((400..500).contains(&status), "{status}: {e}");
+            }
         }
     }
     Ok(())
+}
+
+/// The kept text of each resource of one prefetch answer.
+fn answer_texts(value: &PrefetchValue) -> Vec<String> {
+    match value {
+        PrefetchValue::Null => Vec::new(),
+        PrefetchValue::Resource(r) => vec![r.text().to_owned()],
+        PrefetchValue::Bundle(items) => items.iter().map(|r| r.text().to_owned()).collect(),
+    }
+}
+
+/// A real request whose `prefetch` is replaced by random answers under the keys the service
+/// declares and others (a real resource, a Bundle of random entries, or any JSON).
+fn any_prefetch_request() -> impl Strategy<Value = (&'static str, Value)> {
+    let seeds = seeds();
+    let key = prop::sample::select(vec![
+        "patient",
+        "egfr",
+        "conditions",
+        "medicationRequests",
+        "encounters",
+        "labs",
+        "other",
+    ]);
+    let answer = prop_oneof![
+        any_json(),
+        prop::collection::vec(any_json(), 0..4).prop_map(|resources| {
+            let entry: Vec<Value> = resources
+                .into_iter()
+                .map(|r| serde_json::json!({"resource": r}))
+                .collect();
+            serde_json::json!({"resourceType": "Bundle", "type": "searchset", "entry": entry})
+        }),
+        Just(
+            serde_json::json!({"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "33914-3"}]},
+            "effectiveDateTime": "2026-11-01", "valueQuantity": {"value": 20}})
+        ),
+    ];
+    (
+        0..seeds.len(),
+        prop::collection::btree_map(key, answer, 0..5),
+    )
+        .prop_map(move |(i, prefetch)| {
+            let (service, mut request) = seeds[i].clone();
+            request["prefetch"] = Value::Object(
+                prefetch
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            );
+            (service, request)
+        })
+}
+
+/// A real request with random bytes spliced into its prefetch text (declared keys and not).
+fn spliced_prefetch_request() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
+    let seeds = seeds();
+    (
+        0..seeds.len(),
+        any::<prop::sample::Index>(),
+        prop::collection::vec(any::<u8>(), 1..8),
+        any::<bool>(),
+    )
+        .prop_map(move |(i, at, bytes, extra_key)| {
+            let (service, mut request) = seeds[i].clone();
+            if extra_key {
+                request["prefetch"]["other"] = request["prefetch"]
+                    .as_object()
+                    .and_then(|p| p.values().next().cloned())
+                    .unwrap_or(Value::Null);
+            }
+            let text = serde_json::to_vec(&request).unwrap_or_default();
+            let start = text
+                .windows(11)
+                .position(|w| w == b"\"prefetch\":")
+                .unwrap_or(0);
+            let at = start + at.index(text.len() - start);
+            let mut body = text[..at].to_vec();
+            body.extend_from_slice(&bytes);
+            body.extend_from_slice(&text[at..]);
+            (service, body)
+        })
 }
 
 proptest! {
@@ -270,6 +377,17 @@ proptest! {
     #[test]
     fn any_bytes_are_answered_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         check_in_process("patient-greeting", &bytes)?;
+    }
+
+    #[test]
+    fn any_prefetch_under_any_key_is_answered_or_refused((service, request) in any_prefetch_request()) {
+        let bytes = serde_json::to_vec(&request).unwrap_or_default();
+        check_in_process(service, &bytes)?;
+    }
+
+    #[test]
+    fn bytes_spliced_into_prefetch_are_answered_or_refused((service, body) in spliced_prefetch_request()) {
+        check_in_process(service, &body)?;
     }
 }
 

@@ -3,12 +3,13 @@
 
 use std::fmt;
 
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::excerpt;
-use crate::fhir::{Prefetch, PrefetchField, TooDeep, check_json_depth};
+use crate::fhir::{Prefetch, PrefetchReads, PrefetchSeed, ReadPrefetch, TooDeep, check_json_depth};
 
 /// Why a request (or feedback) was refused. Messages name fields, never values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +91,9 @@ pub struct HookRequest {
     pub context: Map<String, Value>,
     /// Prefetch key -> resource, Bundle, or `null` ("no such resource"), kept as raw JSON.
     pub prefetch: Prefetch,
+    /// Prefetch keys the request sent that the service does not declare: checked as JSON, then
+    /// dropped, as CDS Hooks has a service use only the prefetch it declared (sorted).
+    pub ignored_prefetch: Vec<String>,
     pub extension: Option<Map<String, Value>>,
 }
 
@@ -100,28 +104,80 @@ impl fmt::Debug for HookRequest {
             .field("hook", &self.hook)
             .field("hook_instance", &self.hook_instance)
             .field("prefetch_keys", &self.prefetch.keys().collect::<Vec<_>>())
+            .field("ignored_prefetch", &self.ignored_prefetch)
             .finish_non_exhaustive()
     }
 }
 
 /// The request body as read in one pass: small fields as raw JSON text (bounded in depth, then parsed
 /// and validated by hand below, so every message is Cardinal's own), prefetch as raw resources.
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct Wire<'a> {
-    #[serde(default, borrow)]
     hook: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "hookInstance")]
     hook_instance: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "fhirServer")]
     fhir_server: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "fhirAuthorization")]
     fhir_authorization: Option<&'a RawValue>,
-    #[serde(default, borrow)]
     context: Option<&'a RawValue>,
-    #[serde(default)]
-    prefetch: Option<PrefetchField>,
-    #[serde(default, borrow)]
+    prefetch: Option<ReadPrefetch>,
     extension: Option<&'a RawValue>,
+}
+
+/// Reads the request object, its `prefetch` as `reads` says.
+struct WireSeed<'r> {
+    reads: &'r PrefetchReads,
+}
+
+impl<'de> DeserializeSeed<'de> for WireSeed<'_> {
+    type Value = Wire<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for WireSeed<'_> {
+    type Value = Wire<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a CDS Hooks request")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn once<'de, A: MapAccess<'de>>(
+            map: &mut A,
+            slot: &mut Option<&'de RawValue>,
+            name: &'static str,
+        ) -> Result<(), A::Error> {
+            if slot.is_some() {
+                return Err(de::Error::duplicate_field(name));
+            }
+            *slot = Some(map.next_value()?);
+            Ok(())
+        }
+        let mut wire = Wire::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "hook" => once(&mut map, &mut wire.hook, "hook")?,
+                "hookInstance" => once(&mut map, &mut wire.hook_instance, "hookInstance")?,
+                "fhirServer" => once(&mut map, &mut wire.fhir_server, "fhirServer")?,
+                "fhirAuthorization" => {
+                    once(&mut map, &mut wire.fhir_authorization, "fhirAuthorization")?
+                }
+                "context" => once(&mut map, &mut wire.context, "context")?,
+                "extension" => once(&mut map, &mut wire.extension, "extension")?,
+                "prefetch" => {
+                    if wire.prefetch.is_some() {
+                        return Err(de::Error::duplicate_field("prefetch"));
+                    }
+                    wire.prefetch = Some(map.next_value_seed(PrefetchSeed { reads: self.reads })?);
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(wire)
+    }
 }
 
 /// The top-level fields as values, from either transport.
@@ -131,7 +187,7 @@ struct Fields {
     fhir_server: Option<Value>,
     fhir_authorization: Option<Value>,
     context: Option<Value>,
-    prefetch: Prefetch,
+    prefetch: ReadPrefetch,
     extension: Option<Value>,
 }
 
@@ -161,7 +217,14 @@ fn raw_field(field: &str, raw: Option<&RawValue>) -> Result<Option<Value>, Reque
 fn data_error(err: &serde_json::Error) -> RequestError {
     let text = err.to_string();
     let message = text.split(" at line ").next().unwrap_or_default();
-    if message.starts_with('`') {
+    if message.starts_with('`') && message.ends_with("is not valid JSON") {
+        // Raised where the syntax error is: the position is the error's.
+        RequestError::Invalid(format!(
+            "{message} (line {}, column {})",
+            err.line(),
+            err.column()
+        ))
+    } else if message.starts_with('`') {
         RequestError::Invalid(message.to_owned())
     } else if message.starts_with("duplicate field") {
         RequestError::Invalid(format!("{message} in the request"))
@@ -175,8 +238,16 @@ fn data_error(err: &serde_json::Error) -> RequestError {
 }
 
 impl HookRequest {
-    /// Parses and validates the JSON body of `POST /cds-services/{id}`.
+    /// Parses and validates the JSON body of `POST /cds-services/{id}`, reading every prefetch key
+    /// (tools, tests; the prefetch step later drops the keys a service did not declare).
     pub fn from_json_bytes(body: &[u8]) -> Result<Self, RequestError> {
+        Self::from_json_bytes_for(body, &PrefetchReads::All)
+    }
+
+    /// Parses and validates the JSON body of a call to a service whose rules read the prefetch keys
+    /// `reads` names ([`crate::prefetch::PrefetchPlan::reads`]): the other keys are only checked to
+    /// be JSON, never read into resources, and listed in `ignored_prefetch`.
+    pub fn from_json_bytes_for(body: &[u8], reads: &PrefetchReads) -> Result<Self, RequestError> {
         // serde would read a JSON array as a struct's fields in order; only an object is a request.
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first.is_some_and(|&b| b != b'{') {
@@ -187,17 +258,21 @@ impl HookRequest {
                 },
             );
         }
-        let wire: Wire = serde_json::from_slice(body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => data_error(&e),
-            _ => RequestError::from_json(&e),
-        })?;
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let wire = WireSeed { reads }
+            .deserialize(&mut de)
+            .and_then(|wire| de.end().map(|()| wire))
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => data_error(&e),
+                _ => RequestError::from_json(&e),
+            })?;
         Self::from_fields(Fields {
             hook: raw_field("hook", wire.hook)?,
             hook_instance: raw_field("hookInstance", wire.hook_instance)?,
             fhir_server: raw_field("fhirServer", wire.fhir_server)?,
             fhir_authorization: raw_field("fhirAuthorization", wire.fhir_authorization)?,
             context: raw_field("context", wire.context)?,
-            prefetch: wire.prefetch.map(|p| p.0).unwrap_or_default(),
+            prefetch: wire.prefetch.unwrap_or_default(),
             extension: raw_field("extension", wire.extension)?,
         })
     }
@@ -223,7 +298,10 @@ impl HookRequest {
             fhir_server: fields.remove("fhirServer"),
             fhir_authorization: fields.remove("fhirAuthorization"),
             context: fields.remove("context"),
-            prefetch,
+            prefetch: ReadPrefetch {
+                answers: prefetch,
+                ignored: Vec::new(),
+            },
             extension: fields.remove("extension"),
         })
     }
@@ -264,7 +342,8 @@ impl HookRequest {
             fhir_server,
             fhir_authorization,
             context,
-            prefetch: wire.prefetch,
+            prefetch: wire.prefetch.answers,
+            ignored_prefetch: wire.prefetch.ignored,
             extension,
         })
     }

@@ -105,43 +105,131 @@ pub fn nests_deeper_than(text: &str, limit: usize) -> bool {
     false
 }
 
-/// Whether `text` may hold what [`TooDeep::Unrepresentable`] names: a `\u` escape of a surrogate
-/// (`\uD800`–`\uDFFF`), a number with an exponent, or a run of more than 300 digits. Cheap and
-/// conservative (text inside strings counts too): a `true` only means the text is parsed in full to
-/// find out.
-pub fn may_be_unrepresentable(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let surrogate = memchr::memmem::find_iter(bytes, b"\\u")
-        .any(|at| matches!(bytes.get(at + 2), Some(b'd' | b'D')));
-    if surrogate {
-        return true;
+/// What [`scan_kept`] found in a kept value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Nothing to worry about.
+    Plain,
+    /// Nests deeper than the limit.
+    TooDeep,
+    /// May hold what [`TooDeep::Unrepresentable`] names (a `\u` escape starting with `d`/`D` in a
+    /// string, a number with an exponent or of more than 300 digits): parse it in full to know.
+    Suspect,
+}
+
+/// One pass over valid JSON text that Cardinal keeps: whether it nests deeper than `limit`
+/// arrays/objects, and whether it may hold an unrepresentable string or number. Precise where
+/// a search for digits and `e` is coarse: numbers are looked at only outside strings and escapes only
+/// inside them, so the digits and letters of ids (`"5e3f…"`) never send a field to a full parse.
+/// For text that is not JSON the answer is approximate (the parse that follows reports the error).
+pub fn scan_kept(text: &str, limit: usize) -> Scan {
+    if clearly_plain(text.as_bytes(), limit) {
+        return Scan::Plain;
     }
+    scan_precisely(text.as_bytes(), limit)
+}
+
+/// The cheap answer for most fields: too few brackets to nest `limit` deep, too few digits for a
+/// 301-digit run, no digit followed by an exponent (`5e3`, `1E+9`, `2e-4`) and no `\u` escape, counted
+/// over the bytes without telling strings from the rest (so it vectorises). Ids and references
+/// (`"5e3f…"`) still fail it, and are short: the precise scan takes those.
+fn clearly_plain(bytes: &[u8], limit: usize) -> bool {
+    // Backslashes are rare in FHIR text: a plain search beats building a substring searcher.
+    if memchr::memchr_iter(b'\\', bytes).any(|at| bytes.get(at + 1) == Some(&b'u')) {
+        return false;
+    }
+    let is_digit = |b: u8| b.wrapping_sub(b'0') < 10;
+    let mut brackets = 0usize;
     let mut digits = 0usize;
-    let mut previous = 0u8;
+    let mut exponent = false;
+    // u8 lanes per chunk of 255 bytes, so the counts vectorise without overflowing.
+    for (start, chunk) in (0..).step_by(255).zip(bytes.chunks(255)) {
+        let next = bytes.get(start + 1..).unwrap_or_default();
+        let after = bytes.get(start + 2..).unwrap_or_default();
+        let (mut open, mut digit, mut exp) = (0u8, 0u8, 0u8);
+        for ((&a, &b), &c) in chunk.iter().zip(next).zip(after) {
+            open += u8::from(a == b'[' || a == b'{');
+            digit += u8::from(is_digit(a));
+            exp |= u8::from(is_digit(a))
+                & u8::from((b | 0x20) == b'e')
+                & u8::from(is_digit(c) || c == b'+' || c == b'-');
+        }
+        brackets += usize::from(open);
+        digits += usize::from(digit);
+        exponent |= exp != 0;
+    }
+    // The last two bytes (no window of three starts there) are a closing bracket or quote in valid
+    // JSON, or the last digits of a bare number: counted apart.
+    for &b in bytes
+        .get(bytes.len().saturating_sub(2)..)
+        .unwrap_or_default()
+    {
+        brackets += usize::from(b == b'[' || b == b'{');
+        digits += usize::from(is_digit(b));
+    }
+    brackets <= limit && digits <= 300 && !exponent
+}
+
+fn scan_precisely(bytes: &[u8], limit: usize) -> Scan {
+    let mut depth = 0usize;
+    let mut digits = 0usize;
+    let mut suspect = false;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         i += 1;
-        if b == b'\\' && bytes.get(i) == Some(&b'u') {
-            // The hex digits of an escape (`\u00e9`) are not a number.
-            i += 5;
-            digits = 0;
-            previous = 0;
-            continue;
-        }
-        if b.is_ascii_digit() {
-            digits += 1;
-            if digits > 300 {
-                return true;
+        match b {
+            b'"' => {
+                digits = 0;
+                // Skip the string; look at its escapes only.
+                loop {
+                    let Some(rest) = bytes.get(i..) else {
+                        return Scan::Plain;
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(at) if rest.get(at) == Some(&b'\\') => {
+                            if rest.get(at + 1) == Some(&b'u')
+                                && matches!(rest.get(at + 2), Some(b'd' | b'D'))
+                            {
+                                suspect = true;
+                            }
+                            i += at + 2;
+                        }
+                        Some(at) => {
+                            i += at + 1;
+                            break;
+                        }
+                        None => return Scan::Plain,
+                    }
+                }
             }
-        } else {
-            if matches!(b, b'e' | b'E') && previous.is_ascii_digit() {
-                return true;
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 300 {
+                    suspect = true;
+                }
             }
-            digits = 0;
+            b'e' | b'E'
+                if digits > 0 && matches!(bytes.get(i), Some(b'0'..=b'9' | b'+' | b'-')) =>
+            {
+                suspect = true
+            }
+            b'[' | b'{' => {
+                digits = 0;
+                depth += 1;
+                if depth > limit {
+                    return Scan::TooDeep;
+                }
+            }
+            b']' | b'}' => {
+                digits = 0;
+                depth = depth.saturating_sub(1);
+            }
+            // A number's sign and point keep its digits counting (`-0.5`, `12.5e3`).
+            b'-' | b'.' => {}
+            _ => digits = 0,
         }
-        previous = b;
     }
-    false
+    if suspect { Scan::Suspect } else { Scan::Plain }
 }
 
 /// [`TooDeep::Json`] when `text` nests deeper than [`MAX_JSON_DEPTH`].
@@ -162,14 +250,48 @@ mod tests {
     }
 
     #[test]
-    fn flags_surrogate_escapes_exponents_and_long_numbers_only() {
-        assert!(may_be_unrepresentable(r#"{"a": "\ud800"}"#));
-        assert!(may_be_unrepresentable(r#"{"a": "\uDFFF"}"#));
-        assert!(may_be_unrepresentable(r#"{"a": 1e400}"#));
-        assert!(may_be_unrepresentable(&format!("[{}]", "9".repeat(301))));
-        assert!(!may_be_unrepresentable(
-            r#"{"a": "\u00e9", "b": 12.5, "c": "Dose"}"#
-        ));
+    fn the_kept_scan_is_precise_about_numbers_and_escapes() {
+        let scan = |t: &str| scan_kept(t, 3);
+        // Ids and text: digits before an `e`, inside strings, are no number.
+        assert_eq!(
+            scan(r#"{"id": "5e3f9a0e-1d2e", "ref": "urn:uuid:0e5e", "v": 12.5}"#),
+            Scan::Plain
+        );
+        assert_eq!(scan(r#"{"a": "\u00e9 \"[[[[[\\", "b": [1]}"#), Scan::Plain);
+        assert_eq!(scan(r#"{"a": "\ud800"}"#), Scan::Suspect);
+        assert_eq!(scan(r#"{"a": "x\uDFFF"}"#), Scan::Suspect);
+        assert_eq!(scan(r#"{"a": 1e400}"#), Scan::Suspect);
+        assert_eq!(scan(r#"{"a": [-2.5E+3]}"#), Scan::Suspect);
+        assert_eq!(scan(r#"{"a": true, "b": false, "c": null}"#), Scan::Plain);
+        assert_eq!(scan(&format!("[{}]", "9".repeat(301))), Scan::Suspect);
+        assert_eq!(scan(&format!("[0.{}]", "1".repeat(300))), Scan::Suspect);
+        assert_eq!(scan(&format!("[{}]", "9".repeat(300))), Scan::Plain);
+        assert_eq!(scan("[[[]]]"), Scan::Plain);
+        assert_eq!(scan("[[[[]]]]"), Scan::TooDeep);
+        assert_eq!(scan(r#"[{"a": "]]]]"}, [[1]]]"#), Scan::Plain);
+        // Not JSON: no panic, no claim.
+        assert_eq!(scan(r#"[ "abc\"#), Scan::Plain);
+        assert_eq!(scan(r#"[ "abc"#), Scan::Plain);
+        assert_eq!(scan(""), Scan::Plain);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The shortcut never hides what the precise scan would find.
+        #[test]
+        fn the_shortcut_agrees_with_the_precise_scan(
+            text in "[\\[\\]{}\"\\\\u0-9eE+.:, dDa-f-]{0,400}",
+            limit in 0usize..6,
+        ) {
+            if clearly_plain(text.as_bytes(), limit) {
+                proptest::prop_assert_eq!(scan_precisely(text.as_bytes(), limit), Scan::Plain);
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ mod summary;
 mod time;
 
 pub use depth::{MAX_JSON_DEPTH, MAX_NESTING, TooDeep, check_json_depth, nests_deeper_than};
-pub use read::{Prefetch, PrefetchField, PrefetchValue, ReadError};
+pub use read::{
+    Prefetch, PrefetchField, PrefetchReads, PrefetchSeed, PrefetchValue, ReadError, ReadPrefetch,
+};
 pub use resource::{Origin, Resource, concept_codings, split_code};
 pub use time::{parse_fhir_date, parse_fhir_instant};

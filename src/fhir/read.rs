@@ -14,9 +14,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::depth::{
-    MAX_JSON_DEPTH, MAX_NESTING, TooDeep, may_be_unrepresentable, nests_deeper_than,
-};
+use super::depth::{MAX_JSON_DEPTH, MAX_NESTING, Scan, TooDeep, scan_kept};
 use super::resource::{Origin, Resource};
 use crate::cds_hooks::excerpt;
 
@@ -33,6 +31,36 @@ pub enum PrefetchValue {
 
 /// Prefetch key -> answer.
 pub type Prefetch = BTreeMap<String, PrefetchValue>;
+
+/// Which prefetch keys are read into resources. CDS Hooks has a service use only the prefetch it
+/// declared, so the keys of a service with `[prefetch]` are its declared ones: any other key is
+/// checked to be JSON and dropped, never materialised (on a large patient, most of the cost).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PrefetchReads {
+    /// Every key (a service that declares no prefetch takes whatever is sent; tools read all).
+    #[default]
+    All,
+    /// Only these keys.
+    Only(Vec<String>),
+}
+
+impl PrefetchReads {
+    /// Whether the answer under `key` is read.
+    pub fn reads(&self, key: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
+/// A request's `prefetch` as read: the answers of the keys read, and the names of the keys sent but
+/// not read (sorted).
+#[derive(Debug, Default)]
+pub struct ReadPrefetch {
+    pub answers: Prefetch,
+    pub ignored: Vec<String>,
+}
 
 /// Why one answer could not be read. Positions and limits only: serde's own messages can quote the
 /// offending value, which is patient data.
@@ -220,15 +248,16 @@ impl ItemSeed<'_> {
     ) -> Result<(), E> {
         for raw in fields {
             let text = raw.get();
-            if nests_deeper_than(text, MAX_JSON_DEPTH - 1) {
-                return Err(self.refuse(TooDeep::Json));
-            }
-            // Only suspicious text is parsed in full: the reader keeps fields as raw text, which
-            // serde_json does not check for lone surrogates or numbers out of range.
-            if may_be_unrepresentable(text)
-                && serde_json::from_str::<serde_json::Value>(text).is_err()
-            {
-                return Err(self.refuse(TooDeep::Unrepresentable));
+            match scan_kept(text, MAX_JSON_DEPTH - 1) {
+                Scan::Plain => {}
+                Scan::TooDeep => return Err(self.refuse(TooDeep::Json)),
+                // Only suspicious text is parsed in full: the reader keeps fields as raw text,
+                // which serde_json does not check for lone surrogates or numbers out of range.
+                Scan::Suspect => {
+                    if serde_json::from_str::<serde_json::Value>(text).is_err() {
+                        return Err(self.refuse(TooDeep::Unrepresentable));
+                    }
+                }
             }
         }
         Ok(())
@@ -311,45 +340,80 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
     }
 }
 
-/// The `prefetch` object of a hook request: key -> answer.
+/// The `prefetch` object of a hook request: key -> answer, every key read.
 pub struct PrefetchField(pub Prefetch);
 
 impl<'de> Deserialize<'de> for PrefetchField {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldVisitor;
-        impl<'de> Visitor<'de> for FieldVisitor {
-            type Value = PrefetchField;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(PrefetchField(Prefetch::new()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut prefetch = Prefetch::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    let refused = Cell::new(None);
-                    let seed = ItemSeed {
-                        origin: Origin::Prefetch,
-                        enclosing: 0,
-                        refused: &refused,
-                    };
-                    // The key is the caller's: only a bounded, printable prefix goes into a message.
-                    let value = map.next_value_seed(seed).map_err(|_| {
-                        de::Error::custom(match refused.get() {
-                            Some(why) => why.at(format_args!("prefetch.{}", excerpt(&key))),
-                            None => format!(
-                                "`prefetch.{}` must be a FHIR resource (JSON object with a `resourceType`) or null",
-                                excerpt(&key)
-                            ),
-                        })
-                    })?;
-                    prefetch.insert(key, value);
-                }
-                Ok(PrefetchField(prefetch))
-            }
+        let read = PrefetchSeed {
+            reads: &PrefetchReads::All,
         }
-        deserializer.deserialize_any(FieldVisitor)
+        .deserialize(deserializer)?;
+        Ok(PrefetchField(read.answers))
+    }
+}
+
+/// The `prefetch` object of a hook request, reading the keys `reads` names and only validating the
+/// others (as JSON, in the same pass: nothing of them is kept).
+pub struct PrefetchSeed<'r> {
+    pub reads: &'r PrefetchReads,
+}
+
+impl<'de> DeserializeSeed<'de> for PrefetchSeed<'_> {
+    type Value = ReadPrefetch;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PrefetchSeed<'_> {
+    type Value = ReadPrefetch;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(ReadPrefetch::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut read = ReadPrefetch::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if !self.reads.reads(&key) {
+                // Checked as JSON (syntax, UTF-8) and dropped: serde skips it without recursing.
+                // (The request reader adds where the error is.)
+                map.next_value::<&'de RawValue>().map_err(|_| {
+                    de::Error::custom(format_args!(
+                        "`prefetch.{}` is not valid JSON",
+                        excerpt(&key)
+                    ))
+                })?;
+                read.ignored.push(key);
+                continue;
+            }
+            let refused = Cell::new(None);
+            let seed = ItemSeed {
+                origin: Origin::Prefetch,
+                enclosing: 0,
+                refused: &refused,
+            };
+            // The key is the caller's: only a bounded, printable prefix goes into a message.
+            let value = map.next_value_seed(seed).map_err(|_| {
+                de::Error::custom(match refused.get() {
+                    Some(why) => why.at(format_args!("prefetch.{}", excerpt(&key))),
+                    None => format!(
+                        "`prefetch.{}` must be a FHIR resource (JSON object with a `resourceType`) or null",
+                        excerpt(&key)
+                    ),
+                })
+            })?;
+            read.answers.insert(key, value);
+        }
+        read.ignored.sort_unstable();
+        read.ignored.dedup();
+        Ok(read)
     }
 }
 

@@ -1,6 +1,7 @@
 //! One FHIR resource, shared by reference count so rules can hold it without copying.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -45,11 +46,30 @@ pub(crate) fn code_field(resource_type: &str) -> &'static str {
     }
 }
 
+/// Where one top-level field is in the resource's text; its value parsed the first time it is read.
+#[derive(Debug)]
+struct Field {
+    /// The key as written in the text (no escapes), or decoded when it had escapes.
+    key: FieldKey,
+    /// The value's bytes in the text.
+    value: Range<u32>,
+    parsed: OnceLock<Value>,
+}
+
+#[derive(Debug)]
+enum FieldKey {
+    InText(Range<u32>),
+    Decoded(Box<str>),
+}
+
 #[derive(Debug)]
 struct ResourceInner {
     /// The resource's JSON text.
     text: Box<str>,
-    /// The full JSON tree, built the first time a rule reads a field other than the indexed ones.
+    /// The top-level fields, so a rule reading one field parses that field only (most read two or
+    /// three of a resource's dozen). Empty when the resource was not read from text.
+    fields: Box<[Field]>,
+    /// The full JSON tree, built the first time something needs the whole resource.
     json: OnceLock<Value>,
     resource_type: Box<str>,
     id: Option<Box<str>>,
@@ -65,15 +85,26 @@ struct ResourceInner {
 #[derive(Debug, Clone)]
 pub struct Resource(Arc<ResourceInner>);
 
-/// Writes `key` as a JSON string, escaping only when it must.
-fn push_key(text: &mut String, key: &str) {
+/// Writes `key` as a JSON string, escaping only when it must; where it is in the text, when written
+/// as is.
+fn push_key(text: &mut String, key: &str) -> FieldKey {
     if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
         text.push_str(&Value::from(key).to_string());
+        FieldKey::Decoded(key.into())
     } else {
         text.push('"');
+        let start = text.len();
         text.push_str(key);
+        let end = text.len();
         text.push('"');
+        FieldKey::InText(offset(start)..offset(end))
     }
+}
+
+/// A text offset. Request bodies are far below 4 GiB (`max_body_bytes`); a larger offset saturates,
+/// and a field there is simply not found by [`Resource::get`]'s shortcut (the full tree still is).
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
 }
 
 impl Resource {
@@ -85,17 +116,29 @@ impl Resource {
             .map(|(k, v)| k.len() + v.get().len() + 4)
             .sum::<usize>();
         let mut text = String::with_capacity(length + 2);
+        let mut kept = Vec::with_capacity(fields.len());
         text.push('{');
         for (i, (key, value)) in fields.iter().enumerate() {
             if i > 0 {
                 text.push(',');
             }
-            push_key(&mut text, key);
+            let key = push_key(&mut text, key);
             text.push(':');
+            let start = text.len();
             text.push_str(value.get());
+            kept.push(Field {
+                key,
+                value: offset(start)..offset(text.len()),
+                parsed: OnceLock::new(),
+            });
         }
         text.push('}');
-        Self::with_summary(text.into_boxed_str(), OnceLock::new(), summary, origin)
+        let mut resource =
+            Self::with_summary(text.into_boxed_str(), OnceLock::new(), summary, origin);
+        if let Some(inner) = Arc::get_mut(&mut resource.0) {
+            inner.fields = kept.into_boxed_slice();
+        }
+        resource
     }
 
     /// A resource from an already parsed value (e.g. a draft order from the hook context).
@@ -124,6 +167,7 @@ impl Resource {
         });
         Self(Arc::new(ResourceInner {
             text,
+            fields: Box::default(),
             json,
             resource_type: s.resource_type,
             id: s.id,
@@ -167,9 +211,30 @@ impl Resource {
             .map(|id| format!("{}/{}", self.resource_type(), id))
     }
 
-    /// Any top-level field.
+    /// Any top-level field. Only that field is parsed, unless the whole tree is already built.
     pub fn get(&self, field: &str) -> Option<&Value> {
-        self.json().get(field)
+        let inner = &*self.0;
+        if let Some(json) = inner.json.get() {
+            return json.get(field);
+        }
+        if inner.fields.is_empty() {
+            return self.json().get(field);
+        }
+        // JSON keeps the last of repeated keys, as the full tree does.
+        let found = inner.fields.iter().rev().find(|f| match &f.key {
+            FieldKey::InText(range) => self.slice(range) == Some(field),
+            FieldKey::Decoded(key) => &**key == field,
+        })?;
+        Some(found.parsed.get_or_init(|| {
+            // Read from valid JSON and bounded in depth when kept (see `json`): this parse succeeds.
+            self.slice(&found.value)
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or(Value::Null)
+        }))
+    }
+
+    fn slice(&self, range: &Range<u32>) -> Option<&str> {
+        self.0.text.get(range.start as usize..range.end as usize)
     }
 
     /// The clinically relevant date as written in the resource.

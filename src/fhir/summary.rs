@@ -12,32 +12,32 @@ use super::resource::code_field;
 /// Fields of interest, still raw, borrowed from the input.
 #[derive(Default)]
 pub(super) struct Head<'a> {
-    resource_type: Option<&'a RawValue>,
-    id: Option<&'a RawValue>,
-    status: Option<&'a RawValue>,
-    clinical_status: Option<&'a RawValue>,
-    code: Option<&'a RawValue>,
-    medication_codeable_concept: Option<&'a RawValue>,
-    vaccine_code: Option<&'a RawValue>,
-    kind: Option<&'a RawValue>,
-    effective_date_time: Option<&'a RawValue>,
-    effective_period: Option<&'a RawValue>,
-    effective_instant: Option<&'a RawValue>,
-    issued: Option<&'a RawValue>,
-    onset_date_time: Option<&'a RawValue>,
-    onset_period: Option<&'a RawValue>,
-    recorded_date: Option<&'a RawValue>,
-    authored_on: Option<&'a RawValue>,
-    date_asserted: Option<&'a RawValue>,
-    when_handed_over: Option<&'a RawValue>,
-    when_prepared: Option<&'a RawValue>,
-    performed_date_time: Option<&'a RawValue>,
-    performed_period: Option<&'a RawValue>,
-    occurrence_date_time: Option<&'a RawValue>,
-    recorded: Option<&'a RawValue>,
-    period: Option<&'a RawValue>,
-    start: Option<&'a RawValue>,
-    date: Option<&'a RawValue>,
+    resource_type: Option<&'a str>,
+    id: Option<&'a str>,
+    status: Option<&'a str>,
+    clinical_status: Option<&'a str>,
+    code: Option<&'a str>,
+    medication_codeable_concept: Option<&'a str>,
+    vaccine_code: Option<&'a str>,
+    kind: Option<&'a str>,
+    effective_date_time: Option<&'a str>,
+    effective_period: Option<&'a str>,
+    effective_instant: Option<&'a str>,
+    issued: Option<&'a str>,
+    onset_date_time: Option<&'a str>,
+    onset_period: Option<&'a str>,
+    recorded_date: Option<&'a str>,
+    authored_on: Option<&'a str>,
+    date_asserted: Option<&'a str>,
+    when_handed_over: Option<&'a str>,
+    when_prepared: Option<&'a str>,
+    performed_date_time: Option<&'a str>,
+    performed_period: Option<&'a str>,
+    occurrence_date_time: Option<&'a str>,
+    recorded: Option<&'a str>,
+    period: Option<&'a str>,
+    start: Option<&'a str>,
+    date: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -60,19 +60,17 @@ struct PeriodHead {
     start: Option<String>,
 }
 
-fn text(raw: Option<&RawValue>) -> Option<String> {
-    // Borrowed when the string has no escapes: one allocation, for the value kept.
-    let text: Cow<'_, str> = serde_json::from_str(raw?.get()).ok()?;
-    Some(text.into_owned())
+fn text(raw: Option<&str>) -> Option<String> {
+    serde_json::from_str(raw?).ok()
 }
 
 /// (system, code) pairs of a CodeableConcept, or of an array of them (Encounter.type).
-fn codings(raw: Option<&RawValue>) -> Vec<(Box<str>, Box<str>)> {
+fn codings(raw: Option<&str>) -> Vec<(Box<str>, Box<str>)> {
     let Some(raw) = raw else { return Vec::new() };
-    let concepts: Vec<ConceptHead> = if raw.get().starts_with('[') {
-        serde_json::from_str(raw.get()).unwrap_or_default()
+    let concepts: Vec<ConceptHead> = if raw.starts_with('[') {
+        serde_json::from_str(raw).unwrap_or_default()
     } else {
-        serde_json::from_str(raw.get())
+        serde_json::from_str(raw)
             .map(|c| vec![c])
             .unwrap_or_default()
     };
@@ -102,9 +100,14 @@ pub(super) struct Summary {
 impl<'a> Head<'a> {
     /// Picks the indexed fields out of a resource's (key, raw value) pairs.
     pub(super) fn from_fields(fields: &[(Cow<'_, str>, &'a RawValue)]) -> Self {
+        Self::from_texts(fields.iter().map(|(key, raw)| (key.as_ref(), raw.get())))
+    }
+
+    /// Picks the indexed fields out of (key, value as JSON text) pairs.
+    pub(super) fn from_texts<'k>(fields: impl Iterator<Item = (&'k str, &'a str)>) -> Self {
         let mut head = Head::default();
         for (key, raw) in fields {
-            let slot = match key.as_ref() {
+            let slot = match key {
                 "resourceType" => &mut head.resource_type,
                 "id" => &mut head.id,
                 "status" => &mut head.status,
@@ -133,14 +136,14 @@ impl<'a> Head<'a> {
                 "date" => &mut head.date,
                 _ => continue,
             };
-            *slot = Some(*raw);
+            *slot = Some(raw);
         }
         head
     }
 
     /// The main code, from the field `code_field` names for the type (one mapping for the index and
     /// for rules reading `main_concept`).
-    fn main_code(&self, resource_type: &str) -> Option<&RawValue> {
+    fn main_code(&self, resource_type: &str) -> Option<&'a str> {
         match code_field(resource_type) {
             "medicationCodeableConcept" => self.medication_codeable_concept,
             "vaccineCode" => self.vaccine_code,
@@ -152,8 +155,8 @@ impl<'a> Head<'a> {
     /// The clinically relevant date, by resource type, in order of preference. Each candidate is a
     /// plain date-time or (`true`) a Period whose start counts.
     fn date(&self, resource_type: &str) -> Option<String> {
-        const NONE: (Option<&RawValue>, bool) = (None, false);
-        let candidates: [(Option<&RawValue>, bool); 4] = match resource_type {
+        const NONE: (Option<&str>, bool) = (None, false);
+        let candidates: [(Option<&str>, bool); 4] = match resource_type {
             "Observation" | "DiagnosticReport" => [
                 (self.effective_date_time, false),
                 (self.effective_period, true),
@@ -204,7 +207,7 @@ impl<'a> Head<'a> {
         };
         candidates.iter().find_map(|&(raw, is_period)| {
             if is_period {
-                serde_json::from_str::<PeriodHead>(raw?.get()).ok()?.start
+                serde_json::from_str::<PeriodHead>(raw?).ok()?.start
             } else {
                 text(raw)
             }

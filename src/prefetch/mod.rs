@@ -5,6 +5,9 @@
 //! `prefetch.allowed_fhir_servers` without authentication), and every value substituted into a URL
 //! must be a FHIR id (path) or search value (query): Cardinal is no proxy into the network it sits in.
 //!
+//! A key the service does not declare is not its data: it is dropped (named in the explain report),
+//! and the HTTP transport does not even read it into resources ([`PrefetchPlan::reads`]).
+//!
 //! Per declared key: present → used as sent; `null` → "no such resource"; an OperationOutcome (the
 //! EHR's own prefetch failed) or absent → fetched from `fhirServer` with `fhirAuthorization`'s bearer
 //! token. All missing keys are fetched concurrently under one per-request deadline. A key that cannot
@@ -36,7 +39,7 @@ use tracing::Instrument;
 use crate::auth::Caller;
 use crate::cds_hooks::HookRequest;
 use crate::evaluator::CallError;
-use crate::fhir::{Prefetch, PrefetchValue};
+use crate::fhir::{Prefetch, PrefetchReads, PrefetchValue};
 
 use fetch::{FetchLimits, FhirServer};
 
@@ -158,6 +161,36 @@ impl PrefetchPlan {
         self.keys.iter()
     }
 
+    /// The prefetch keys the service's rules can read: the declared ones, or every key sent when
+    /// the service declares none (it has nothing to fetch, and takes what the EHR sends).
+    pub fn reads(&self) -> PrefetchReads {
+        if self.keys.is_empty() {
+            PrefetchReads::All
+        } else {
+            PrefetchReads::Only(self.keys.iter().map(|k| k.key.clone()).collect())
+        }
+    }
+
+    /// Drops the answers of keys the service does not declare (a transport that read every key)
+    /// and lists them in `ignored_prefetch`: rules see only the prefetch their service declared.
+    fn drop_undeclared(&self, request: &mut HookRequest) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let before = request.ignored_prefetch.len();
+        request.prefetch.retain(|key, _| {
+            let declared = self.keys.iter().any(|k| &k.key == key);
+            if !declared {
+                request.ignored_prefetch.push(key.clone());
+            }
+            declared
+        });
+        if request.ignored_prefetch.len() > before {
+            request.ignored_prefetch.sort_unstable();
+            request.ignored_prefetch.dedup();
+        }
+    }
+
     /// Declared keys the request does not answer: absent, or an OperationOutcome in their place.
     fn missing(&self, prefetch: &Prefetch) -> Vec<&PlannedKey> {
         self.keys
@@ -212,6 +245,7 @@ pub fn require_provided(
     plan: &PrefetchPlan,
     request: &mut HookRequest,
 ) -> Result<(), PrefetchError> {
+    plan.drop_undeclared(request);
     let missing = plan.missing(&request.prefetch);
     let required = required_keys(&missing);
     if !required.is_empty() {
@@ -318,6 +352,7 @@ impl Prefetcher {
         request: &mut HookRequest,
         caller: Option<&Caller>,
     ) -> Result<(), PrefetchError> {
+        plan.drop_undeclared(request);
         let missing = plan.missing(&request.prefetch);
         if missing.is_empty() {
             return Ok(());

@@ -264,6 +264,7 @@ fn simulate_patient(
                 fhir_authorization: None,
                 context,
                 prefetch,
+                ignored_prefetch: Vec::new(),
                 extension: None,
             };
             let options = CallOptions {

@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::cds_hooks::{FeedbackRequest, HookRequest, IssueType};
 use crate::evaluator::{CallOptions, Cardinal, Evaluation, parse_evaluation_time};
 use crate::explain::ExplainReport;
+use crate::fhir::PrefetchReads;
 
 use super::authn::Authenticated;
 use super::edge::Edge;
@@ -306,7 +307,12 @@ async fn evaluate(
     let rule_set = cardinal.call_target(id)?;
     require_json(&parts.headers)?;
     let body = read_body(cardinal, &parts.headers, body).await?;
-    let request = parse_request(body).await?;
+    // Only the prefetch keys the service declares are read into resources.
+    let reads = rule_set
+        .service(id)
+        .map(|service| service.prefetch.reads())
+        .unwrap_or_default();
+    let request = parse_request(body, reads).await?;
     record.request(&request);
     let options = CallOptions {
         evaluation_time: evaluation_time(&parts.headers)?,
@@ -322,11 +328,11 @@ async fn evaluate(
 /// async workers that serve every other connection.
 const INLINE_PARSE_LIMIT: usize = 32 * 1024;
 
-async fn parse_request(body: Bytes) -> Result<HookRequest, HttpError> {
+async fn parse_request(body: Bytes, reads: PrefetchReads) -> Result<HookRequest, HttpError> {
     if body.len() <= INLINE_PARSE_LIMIT {
-        return Ok(HookRequest::from_json_bytes(&body)?);
+        return Ok(HookRequest::from_json_bytes_for(&body, &reads)?);
     }
-    tokio::task::spawn_blocking(move || HookRequest::from_json_bytes(&body))
+    tokio::task::spawn_blocking(move || HookRequest::from_json_bytes_for(&body, &reads))
         .await
         .map_err(|_| {
             HttpError::new(

@@ -28,17 +28,7 @@ pub fn load_bundles(limit: usize) -> Vec<(String, Value)> {
     files.reverse();
     let mut out = Vec::new();
     for (_, path) in files.into_iter().take(limit) {
-        let mut text = String::new();
-        let Ok(file) = std::fs::File::open(&path) else {
-            continue;
-        };
-        if flate2::read::GzDecoder::new(file)
-            .read_to_string(&mut text)
-            .is_err()
-        {
-            continue;
-        }
-        let Ok(bundle) = serde_json::from_str::<Value>(&text) else {
+        let Some(bundle) = read_bundle(&path) else {
             continue;
         };
         let name = path
@@ -54,6 +44,16 @@ pub fn load_bundles(limit: usize) -> Vec<(String, Value)> {
         out.push((name, bundle));
     }
     out
+}
+
+/// One gzip Bundle file, parsed; `None` when it cannot be read.
+pub fn read_bundle(path: &std::path::Path) -> Option<Value> {
+    let mut text = String::new();
+    let file = std::fs::File::open(path).ok()?;
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// The bundle as a request for `hook`; order hooks get an extended-release oxycodone draft order

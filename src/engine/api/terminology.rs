@@ -100,8 +100,10 @@ fn record_match(url: &str, system: &str, code: &str, source: &str, resource: Opt
 /// The concepts in a field of a resource holding a CodeableConcept, a Coding, or a list of them
 /// (`category`, `clinicalStatus`, `type`...), read from the JSON without converting it.
 fn field_concepts<'r>(resource: &'r Resource, path: &str) -> Vec<&'r serde_json::Value> {
-    let mut value = Some(resource.json());
-    for part in path.split('.') {
+    // The first step reads one top-level field (parsed alone), not the whole resource.
+    let mut parts = path.split('.');
+    let mut value = parts.next().and_then(|first| resource.get(first));
+    for part in parts {
         value = value.and_then(|v| v.get(part));
     }
     match value {
