@@ -666,7 +666,32 @@ async fn long_caller_values_are_quoted_only_in_part() {
     );
     assert_excerpt_only(&message, &long);
 
-    // A prefetch key of 65 KB whose value is not a resource, and one nesting too deep.
+    // A prefetch key of 65 KB (not one the service declares): its value is only checked to be JSON,
+    // so what is not JSON is refused naming a part of the key; a value that is JSON but not a
+    // resource, or nests too deeply, is ignored.
+    for (value, refused) in [
+        ("{\"resourceType\": [}".to_owned(), true),
+        ("5".to_owned(), false),
+        (deep_wrappers(100), false),
+    ] {
+        let mut request = opioid_request();
+        request["prefetch"][&long] = json!("@@key@@");
+        let body = request.to_string().replace("\"@@key@@\"", &value);
+        let (status, text) = call(&server, OPIOID_SERVICE, body).await;
+        if !refused {
+            assert_eq!(status, StatusCode::OK, "{text:.300}");
+            continue;
+        }
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text:.300}");
+        let message = diagnostics(&text);
+        assert!(message.starts_with("`prefetch.aaaa"), "{message}");
+        assert!(
+            message.contains("…` is not valid JSON (line 1, column "),
+            "{message}"
+        );
+        assert_excerpt_only(&message, &long);
+    }
+    // Under a key the service declares, the value must be a resource, nesting within bounds.
     for (value, reason) in [
         (
             "5".to_owned(),
@@ -675,14 +700,12 @@ async fn long_caller_values_are_quoted_only_in_part() {
         (deep_wrappers(100), NESTING_MESSAGE),
     ] {
         let mut request = opioid_request();
-        request["prefetch"][&long] = json!("@@key@@");
+        request["prefetch"]["conditions"] = json!("@@key@@");
         let body = request.to_string().replace("\"@@key@@\"", &value);
         let (status, text) = call(&server, OPIOID_SERVICE, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{text:.300}");
         let message = diagnostics(&text);
-        assert!(message.starts_with("`prefetch.aaaa"), "{message}");
-        assert!(message.ends_with(&format!("…` {reason}")), "{message}");
-        assert_excerpt_only(&message, &long);
+        assert_eq!(message, format!("`prefetch.conditions` {reason}"));
     }
     let mut prefetch = grpc_prefetch();
     prefetch.insert(long.clone(), "5".into());

@@ -208,8 +208,11 @@ fn scan_precisely(bytes: &[u8], limit: usize) -> Scan {
                     suspect = true;
                 }
             }
+            // An exponent: right after a digit, before a digit or sign.
             b'e' | b'E'
-                if digits > 0 && matches!(bytes.get(i), Some(b'0'..=b'9' | b'+' | b'-')) =>
+                if digits > 0
+                    && bytes.get(i.wrapping_sub(2)).is_some_and(u8::is_ascii_digit)
+                    && matches!(bytes.get(i), Some(b'0'..=b'9' | b'+' | b'-')) =>
             {
                 suspect = true
             }
