@@ -32,10 +32,6 @@ impl DataTable {
         }
     }
 
-    pub fn value(&self) -> &Value {
-        &self.value
-    }
-
     /// The rows of the list at `pointer` by their `field`, built the first time it is asked for.
     fn index(&self, pointer: &str, field: &str) -> Arc<RowIndex> {
         let key = (pointer.to_owned(), field.to_owned());
